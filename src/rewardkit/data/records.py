@@ -1,0 +1,43 @@
+"""The normalised record types every adapter produces and every trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One human preference between two responses to the same prompt.
+
+    Attributes:
+        prompt: The context both responses answer (may be empty for implicit-prompt data
+            whose responses share no prefix).
+        chosen: The preferred response. For a tie, simply the first response in source order.
+        rejected: The other response.
+        source: Where the pair came from, as ``"<dataset>:<file name>"``, e.g.
+            ``"hh-rlhf:hh-rlhf-harmless-base-test.jsonl.gz"``.
+        margin: Optional preference strength added to the Bradley-Terry margin
+            (``-log σ(r_chosen - r_rejected - margin)``), in reward units.
+        subset: Optional category for per-subset evaluation tables (e.g. PandaLM's
+            ``motivation_app``, RewardBench's ``subset``).
+        tie: True when annotators had no preference. Ties are dropped from training
+            and reported separately in evaluation.
+        group: Key for group-aware splitting; pairs with the same group always land in
+            the same split. Defaults to the prompt (see :attr:`group_key`).
+        location: ``"file:line"`` or ``"file[index]"`` of the source record, for messages.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str
+    margin: float | None = None
+    subset: str | None = None
+    tie: bool = False
+    group: str | None = None
+    location: str = field(default="", compare=False)
+
+    @property
+    def group_key(self) -> str:
+        """The key that keeps related pairs in one split: :attr:`group` or else the prompt."""
+        return self.group if self.group is not None else self.prompt

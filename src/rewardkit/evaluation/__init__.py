@@ -1,0 +1,17 @@
+"""Reward-model evaluation: pairwise accuracy with bootstrap CI, per-group tables, calibration."""
+
+from rewardkit.evaluation.evaluate import EvalReport, GroupStats, evaluate_model, report_from_rewards
+from rewardkit.evaluation.metrics import bootstrap_ci, longer_wins, pairwise_correct, reliability
+from rewardkit.evaluation.plots import plot_reliability
+
+__all__ = [
+    "EvalReport",
+    "GroupStats",
+    "bootstrap_ci",
+    "evaluate_model",
+    "longer_wins",
+    "pairwise_correct",
+    "plot_reliability",
+    "reliability",
+    "report_from_rewards",
+]

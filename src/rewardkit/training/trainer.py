@@ -1,0 +1,226 @@
+"""The reward-model training loop, on ``accelerate``.
+
+``accelerate launch -m rewardkit.cli.main train ...`` runs the same code on several
+processes: the batch sampler is sharded and gradients are all-reduced by accelerate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from rewardkit.data import PreferencePair
+from rewardkit.models import TextRewardModel
+from rewardkit.training.batching import (
+    LengthGroupedBatches,
+    PairCollator,
+    _Indices,
+    tokenize_pairs,
+)
+from rewardkit.training.config import RewardConfig
+from rewardkit.training.curves import Curves
+from rewardkit.training.objectives import bradley_terry_loss
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What one training run did.
+
+    Attributes:
+        model: The trained model (on the CPU, in eval mode).
+        n_pairs: Training pairs used, all of them (none dropped).
+        prompts_truncated: Pairs whose prompt was trimmed to fit ``max_length``.
+        responses_truncated: Pairs whose response was trimmed.
+        steps: Optimizer steps taken.
+        seconds: Wall time of the optimisation loop, tokenization excluded.
+        pairs_per_second: Training pairs processed per second of that loop.
+        final_loss: Mean loss over the last logging window.
+        final_accuracy: Mean training pairwise accuracy over the last logging window.
+        curves: Logged loss and accuracy points.
+    """
+
+    model: TextRewardModel
+    n_pairs: int
+    prompts_truncated: int
+    responses_truncated: int
+    steps: int
+    seconds: float
+    pairs_per_second: float
+    final_loss: float
+    final_accuracy: float
+    curves: Curves = field(repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics for a commit (``train/...``)."""
+        return {
+            "train/pairs": self.n_pairs,
+            "train/prompts_truncated": self.prompts_truncated,
+            "train/responses_truncated": self.responses_truncated,
+            "train/steps": self.steps,
+            "train/seconds": round(self.seconds, 2),
+            "train/pairs_per_second": round(self.pairs_per_second, 3),
+            "train/loss": round(self.final_loss, 5),
+            "train/accuracy": round(self.final_accuracy, 5),
+        }
+
+
+class RewardTrainer:
+    """Trains a :class:`TextRewardModel` on preference pairs with the Bradley-Terry loss.
+
+    Chosen and rejected texts share one forward pass; batches are padded only to their
+    longest text and grouped by length; AdamW with linear warm-up and decay; gradient
+    accumulation; bf16 autocast on request; checkpoints every ``save_steps`` that
+    :meth:`train` can resume from.
+
+    Args:
+        config: Hyperparameters.
+        model: The model to train; by default ``TextRewardModel.load(config.base_model)``.
+    """
+
+    def __init__(self, config: RewardConfig, model: TextRewardModel | None = None):
+        self.config = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        set_seed(config.seed)  # before loading: the fresh head's init depends on it
+        self.model = model if model is not None else TextRewardModel.load(config.base_model)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            mixed_precision="bf16" if config.bf16 else "no",
+        )
+
+    def train(
+        self,
+        pairs: Sequence[PreferencePair],
+        output_dir: str | Path,
+        *,
+        resume_from: str | Path | None = None,
+        progress: bool = True,
+    ) -> TrainResult:
+        """Train on ``pairs`` and write curves (and checkpoints) under ``output_dir``.
+
+        Args:
+            pairs: Non-tie training pairs.
+            output_dir: Run folder; gets ``curves.csv``, ``curves.png`` and ``checkpoints/``.
+            resume_from: A checkpoint folder written by an earlier run with the same config
+                and data; training continues from its step with identical batches.
+            progress: Show progress bars.
+
+        Raises:
+            ValueError: ``pairs`` is empty.
+        """
+        cfg, acc = self.config, self.accelerator
+        if not pairs:
+            raise ValueError("no training pairs")
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        show = progress and acc.is_local_main_process
+
+        tokenized = tokenize_pairs(self.model, pairs, cfg.max_length, progress=show)
+        sampler = LengthGroupedBatches(tokenized.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=PairCollator(self.model, tokenized)
+        )
+        batches_per_epoch = len(sampler)
+        total_batches = max(1, math.ceil(batches_per_epoch * cfg.epochs))
+        total_steps = max(1, math.ceil(total_batches / cfg.gradient_accumulation_steps))
+
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        from transformers import get_linear_schedule_with_warmup
+
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+        model, optimizer, loader, scheduler = acc.prepare(self.model, optimizer, loader, scheduler)
+
+        curves = Curves()
+        done_batches = 0
+        if resume_from is not None:
+            acc.load_state(str(resume_from))
+            state = json.loads((Path(resume_from) / STATE_FILE).read_text())
+            done_batches = state["batches"]
+            curves = Curves.from_rows(state["curves"])
+
+        model.train()
+        bar = tqdm(total=total_batches, initial=done_batches, desc="training", unit="batch", disable=not show)
+        window_loss, window_acc, window_n = 0.0, 0.0, 0
+        pairs_seen = 0
+        start = time.perf_counter()
+        batch_index = done_batches
+        while batch_index < total_batches:
+            epoch, offset = divmod(batch_index, batches_per_epoch)
+            sampler.set_epoch(epoch)
+            epoch_loader = acc.skip_first_batches(loader, offset) if offset else loader
+            for batch in epoch_loader:
+                with acc.accumulate(model):
+                    loss, accuracy = self._step(model, batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                batch_index += 1
+                pairs_seen += len(batch["margin"]) * acc.num_processes
+                window_loss += loss.item()
+                window_acc += accuracy
+                window_n += 1
+                bar.update(1)
+                step = math.ceil(batch_index / cfg.gradient_accumulation_steps)
+                if acc.sync_gradients and (step % cfg.logging_steps == 0 or batch_index == total_batches):
+                    curves.add(step, batch_index / batches_per_epoch, window_loss / window_n,
+                               window_acc / window_n, scheduler.get_last_lr()[0])
+                    bar.set_postfix(loss=f"{window_loss / window_n:.4f}", acc=f"{window_acc / window_n:.3f}")
+                    window_loss, window_acc, window_n = 0.0, 0.0, 0
+                if acc.sync_gradients and cfg.save_steps and step % cfg.save_steps == 0:
+                    self._checkpoint(output_dir / "checkpoints" / f"step-{step}", batch_index, curves)
+                if batch_index >= total_batches:
+                    break
+        bar.close()
+        seconds = time.perf_counter() - start
+
+        acc.wait_for_everyone()
+        trained = acc.unwrap_model(model)
+        trained.eval()
+        if acc.is_main_process:
+            curves.write(output_dir)
+        last = curves.rows[-1] if curves.rows else {"loss": float("nan"), "accuracy": float("nan")}
+        return TrainResult(
+            model=trained,
+            n_pairs=len(tokenized),
+            prompts_truncated=tokenized.prompts_truncated,
+            responses_truncated=tokenized.responses_truncated,
+            steps=total_steps,
+            seconds=seconds,
+            pairs_per_second=pairs_seen / seconds if seconds > 0 else float("nan"),
+            final_loss=last["loss"],
+            final_accuracy=last["accuracy"],
+            curves=curves,
+        )
+
+    def _step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """Loss and accuracy of one batch: chosen rows first, rejected rows second."""
+        rewards = model(batch["input_ids"], batch["attention_mask"]).float()
+        chosen, rejected = rewards.chunk(2)
+        margin = batch["margin"] if self.config.use_margin else None
+        loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_rewards_coefficient)
+        accuracy = (chosen > rejected).float().mean().item()
+        return loss, accuracy
+
+    def _checkpoint(self, folder: Path, batches: int, curves: Curves) -> None:
+        """Save model, optimizer, scheduler and RNG state (accelerate) plus our own counters."""
+        self.accelerator.save_state(str(folder))
+        if self.accelerator.is_main_process:
+            state = {"batches": batches, "curves": curves.rows, "config": self.config.to_dict()}
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
