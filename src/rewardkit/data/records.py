@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 class PreferencePair:
     """One human preference between two responses to the same prompt.
 
+    Prompt and responses are separate texts. For conversational data ``prompt + chosen`` is
+    exactly the rendered conversation; transcript formats (hh-rlhf, TRL implicit prompt) drop
+    the whitespace between them (the prompt ends in ``"Assistant:"``, the response starts with
+    its first word), so join them with a space or encode them as a text pair. The adapters in
+    :mod:`rewardkit.data.formats` document how each format fills every field.
+
     Attributes:
         prompt: The context both responses answer (may be empty for implicit-prompt data
             whose responses share no prefix).

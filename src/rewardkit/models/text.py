@@ -50,6 +50,8 @@ class TextRewardModel(nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.special = SpecialTokens.from_tokenizer(tokenizer)
+        # encode() truncates by its own policy; silence the tokenizer's "longer than max" warning.
+        getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -69,8 +71,9 @@ class TextRewardModel(nn.Module):
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
             raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars_off = hf_logging.get_verbosity(), not hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
+        hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
@@ -79,6 +82,8 @@ class TextRewardModel(nn.Module):
             raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc
         finally:
             hf_logging.set_verbosity(verbosity)
+            if not bars_off:
+                hf_logging.enable_progress_bar()
         set_pad_token(tokenizer, backbone)
         return cls(backbone, tokenizer)
 

@@ -1,0 +1,74 @@
+"""The loaded preference data: pairs for training, ties kept apart for evaluation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from rewardkit.data.fingerprint import fingerprint
+from rewardkit.data.records import PreferencePair
+from rewardkit.data.split import SPLITS, Fractions, assign_groups, check_fractions
+
+
+@dataclass(frozen=True)
+class PreferenceDataset:
+    """Preference pairs from one or more sources, as returned by :func:`load_pairs`.
+
+    Attributes:
+        pairs: Pairs with a preference (``tie=False``), in source order; what a
+            Bradley-Terry loss trains on.
+        ties: Pairs whose annotators had no preference (``tie=True``), in source order;
+            dropped from training, reported separately in evaluation.
+        n_records: Number of raw records the pairs and ties came from.
+        formats: Format name per source, e.g. ``{"data/dev.json.gz": "qa-feedback"}``.
+    """
+
+    pairs: list[PreferencePair]
+    ties: list[PreferencePair] = field(default_factory=list)
+    n_records: int = 0
+    formats: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        """Number of (non-tie) pairs."""
+        return len(self.pairs)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the pairs then the ties (see :mod:`rewardkit.data.fingerprint`)."""
+        return fingerprint(self.pairs + self.ties)
+
+    def split(
+        self, fractions: Fractions = (0.8, 0.1, 0.1), seed: int = 0
+    ) -> dict[str, PreferenceDataset]:
+        """Split into ``{"train", "validation", "test"}`` datasets without splitting a group.
+
+        Each source (``pair.source``) is split on its own, so every source gets its share of
+        held-out pairs; ties follow their group. A group already placed by an earlier source
+        keeps its split in later ones, so no group crosses splits. Counts use pairs and ties;
+        ``n_records`` of each part counts the distinct record locations in it.
+
+        Args:
+            fractions: Target shares of (train, validation, test); non-negative, sum 1.
+            seed: Seed of the group shuffle; same data and seed give the same split.
+
+        Raises:
+            DataError: If ``fractions`` is not three non-negative numbers summing to 1.
+        """
+        check_fractions(fractions)
+        items = self.pairs + self.ties
+        where: dict[str, int] = {}
+        for source in dict.fromkeys(pair.source for pair in items):
+            sizes = Counter(pair.group_key for pair in items if pair.source == source)
+            where.update(assign_groups(sizes, fractions, seed, fixed=where))
+        parts = {}
+        for index, name in enumerate(SPLITS):
+            pairs = [p for p in self.pairs if where[p.group_key] == index]
+            ties = [p for p in self.ties if where[p.group_key] == index]
+            parts[name] = PreferenceDataset(
+                pairs=pairs,
+                ties=ties,
+                n_records=len({p.location for p in pairs + ties}),
+                formats=dict(self.formats),
+            )
+        return parts

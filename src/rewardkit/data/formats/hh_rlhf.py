@@ -1,0 +1,59 @@
+r"""Anthropic HH-RLHF transcripts: ``chosen`` and ``rejected`` are whole conversations.
+
+Each transcript reads ``"\n\nHuman: ...\n\nAssistant: ..."``. The prompt is the chosen
+transcript up to and including its last ``"\n\nAssistant:"`` marker, provided the rejected
+transcript starts with the same text; otherwise (a few records whose final turns differ in
+length) it is the common prefix of both cut at its last ``"\n\nAssistant:"``. The responses
+are the rest of each transcript with leading whitespace removed, so a prompt always ends in
+``"Assistant:"`` and is joined to a response by a space (or encoded as a text pair).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rewardkit.data.formats import fields
+from rewardkit.data.records import PreferencePair
+from rewardkit.errors import DataError
+
+NAME = "hh-rlhf"
+EXPECTS = ("chosen", "rejected")
+DESCRIBE = "hh-rlhf ('chosen' and 'rejected' transcripts with '\\n\\nHuman:' turns)"
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+
+
+def matches(record: dict[str, Any]) -> bool:
+    r"""Whether a record without 'prompt' holds hh-rlhf transcripts (a ``"\n\nHuman:"`` turn)."""
+    chosen = record.get("chosen")
+    return "prompt" not in record and isinstance(chosen, str) and HUMAN in chosen
+
+
+def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[PreferencePair]:
+    r"""Convert one transcript pair into one pair whose prompt ends with ``"Assistant:"``.
+
+    Raises:
+        DataError: If a field is missing or not a string, or the transcripts share no
+            conversation up to an ``"\n\nAssistant:"`` marker.
+    """
+    fields.require(location, record, EXPECTS, NAME)
+    chosen = fields.text(location, record, "chosen")
+    rejected = fields.text(location, record, "rejected")
+    end = chosen.rfind(ASSISTANT) + len(ASSISTANT)
+    if end < len(ASSISTANT) or not rejected.startswith(chosen[:end]):
+        end = os.path.commonprefix([chosen, rejected]).rfind(ASSISTANT) + len(ASSISTANT)
+    if end < len(ASSISTANT):
+        raise DataError(
+            f"{location}: 'chosen' and 'rejected' share no conversation ending in an "
+            "'\\n\\nAssistant:' turn; hh-rlhf transcripts look like "
+            "'\\n\\nHuman: ...\\n\\nAssistant: ...' (use --format trl for other text)"
+        )
+    pair = PreferencePair(
+        prompt=chosen[:end],
+        chosen=chosen[end:].lstrip(),
+        rejected=rejected[end:].lstrip(),
+        source=source_name,
+        location=location,
+    )
+    return [pair]

@@ -1,0 +1,169 @@
+"""Commits: one manifest plus its history and provenance, named by a hash.
+
+A commit id is the SHA-256 of the canonical JSON of every other field
+(:func:`commit_id`), so equal commits have equal ids and any change to a field changes it.
+Commits are rows of the ``commits`` table (:class:`CommitStore`), written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select
+
+from rewardkit.errors import StoreError
+from rewardkit.store.db import commits_table, transaction
+from rewardkit.store.objects import canonical_json
+
+
+def utc_now() -> str:
+    """Return the current time as ISO-8601 UTC, e.g. ``2025-01-31T12:00:00.000001Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def commit_id(fields: dict[str, Any]) -> str:
+    """Return the id of a commit from all of its fields except ``id``."""
+    return hashlib.sha256(canonical_json(fields)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One model version.
+
+    Attributes:
+        id: SHA-256 hex of the canonical JSON of all other fields.
+        manifest_id: Id of the manifest blob listing the tensors and files.
+        parents: Parent commit ids, first parent first; empty for a root commit.
+        message: What changed, in the author's words.
+        author: Who made the commit.
+        created_at: ISO-8601 UTC time, e.g. ``2025-01-31T12:00:00.000001Z``.
+        params: Training parameters (JSON values).
+        metrics: Evaluation results (JSON values, finite numbers).
+        data_fingerprint: Fingerprint of the training data, if known.
+        backbone: Name of the pretrained backbone the model started from, if any.
+    """
+
+    id: str
+    manifest_id: str
+    parents: list[str]
+    message: str
+    author: str
+    created_at: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    backbone: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        manifest_id: str,
+        parents: list[str],
+        message: str,
+        author: str,
+        *,
+        created_at: str | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        data_fingerprint: str | None = None,
+        backbone: str | None = None,
+    ) -> Commit:
+        """Build a commit and compute its id; ``created_at`` defaults to now.
+
+        Raises:
+            StoreError: If ``message`` is empty, or params/metrics are not JSON values.
+        """
+        if not message.strip():
+            raise StoreError("commit message is empty; say what changed, e.g. -m 'lr 1e-5'")
+        fields: dict[str, Any] = {
+            "manifest_id": manifest_id,
+            "parents": list(parents),
+            "message": message,
+            "author": author,
+            "created_at": created_at or utc_now(),
+            # Round-trip through canonical JSON: tuples become lists, bad values fail here.
+            "params": json.loads(canonical_json(params or {})),
+            "metrics": json.loads(canonical_json(metrics or {})),
+            "data_fingerprint": data_fingerprint,
+            "backbone": backbone,
+        }
+        return cls(id=commit_id(fields), **fields)
+
+    def fields(self) -> dict[str, Any]:
+        """Return every field except ``id``: the content :func:`commit_id` hashes."""
+        out = asdict(self)
+        del out["id"]
+        return out
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def parent(self) -> str | None:
+        """The first parent, or None for a root commit."""
+        return self.parents[0] if self.parents else None
+
+
+class CommitStore:
+    """Commits in the metadata database."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Use the database behind ``engine`` (tables already created)."""
+        self.engine = engine
+
+    def add(self, commit: Commit, conn: Connection | None = None) -> None:
+        """Write ``commit`` (a no-op if a commit with its id exists).
+
+        Raises:
+            StoreError: If ``commit.id`` does not match its fields.
+        """
+        if commit_id(commit.fields()) != commit.id:
+            raise StoreError(
+                f"commit {commit.id} does not hash to its id; build it with Commit.create"
+            )
+        with transaction(self.engine, conn) as c:
+            if not self._has(c, commit.id):
+                c.execute(insert(commits_table).values(**asdict(commit)))
+
+    def get(self, id: str, conn: Connection | None = None) -> Commit:
+        """Return commit ``id``.
+
+        Raises:
+            StoreError: If there is no such commit.
+        """
+        with transaction(self.engine, conn) as c:
+            query = select(commits_table).where(commits_table.c.id == id)
+            row = c.execute(query).mappings().first()
+        if row is None:
+            raise StoreError(f"commit {id} is not in the repository")
+        return Commit(**row)
+
+    def has(self, id: str, conn: Connection | None = None) -> bool:
+        """Return True if commit ``id`` exists."""
+        with transaction(self.engine, conn) as c:
+            return self._has(c, id)
+
+    def with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Return up to ``limit`` commit ids starting with ``prefix`` (lowercase hex), sorted."""
+        query = (
+            select(commits_table.c.id)
+            .where(commits_table.c.id.startswith(prefix, autoescape=True))
+            .order_by(commits_table.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as c:
+            return list(c.execute(query).scalars())
+
+    def count(self) -> int:
+        """Return the number of commits."""
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(commits_table)).scalar_one())
+
+    @staticmethod
+    def _has(conn: Connection, id: str) -> bool:
+        query = select(commits_table.c.id).where(commits_table.c.id == id)
+        return conn.execute(query).first() is not None

@@ -1,0 +1,349 @@
+"""A repository: an object store, a metadata database and refs, combined.
+
+Layout of ``<repo>/``::
+
+    config.json   {"format": "rewardkit", "version": 1[, "db_url": "..."]}
+    objects/      content-addressed tensors and blobs (see :mod:`rewardkit.store.objects`)
+    meta.db       commits, refs, reflog (SQLite unless config.json names another db_url)
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from rewardkit.errors import StoreError
+from rewardkit.store import db
+from rewardkit.store.commits import Commit, CommitStore
+from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
+from rewardkit.store.modeldir import read_model_dir, write_model_dir
+from rewardkit.store.objects import ObjectStore, dtype_name
+from rewardkit.store.refs import Refs, check_ref_name, resolve
+
+FORMAT = "rewardkit"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+DB_FILE = "meta.db"
+OBJECTS_DIR = "objects"
+DEFAULT_DIR = ".rewardkit"
+ENV_REPO = "REWARDKIT_REPO"
+
+
+@dataclass(frozen=True)
+class RepoStats:
+    """What a repository holds.
+
+    Attributes:
+        objects: Number of objects (tensors, blobs, manifests); dedup keeps this low.
+        bytes: Total size of the object files in bytes.
+        commits: Number of commits.
+        branches: Number of branches.
+    """
+
+    objects: int
+    bytes: int
+    commits: int
+    branches: int
+
+
+class Repository:
+    """A model repository; get one with :meth:`open`, :meth:`discover` or :meth:`init`."""
+
+    def __init__(self, path: Path, db_url: str) -> None:
+        """Combine the parts of the repository at ``path``; use :meth:`open` instead."""
+        self.path = path
+        self.objects = ObjectStore(path / OBJECTS_DIR)
+        self.engine = db.connect(db_url)
+        self.commits = CommitStore(self.engine)
+        self.refs = Refs(self.engine)
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | Path, *, db_url: str | None = None) -> Repository:
+        """Create a repository in a new or empty folder.
+
+        Re-initialising is refused (rather than silently reusing the repository), so a
+        mistyped path never passes unnoticed.
+
+        Args:
+            path: Folder to create, e.g. ``.rewardkit``.
+            db_url: SQLAlchemy URL of the metadata database, saved in ``config.json``;
+                default ``sqlite:///<path>/meta.db``.
+
+        Raises:
+            StoreError: If ``path`` already holds a repository or other files.
+        """
+        path = Path(path)
+        if (path / CONFIG_FILE).is_file():
+            raise StoreError(f"a rewardkit repository already exists at {path}; use it as is")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise StoreError(
+                f"cannot create a repository at {path}: it exists and is not an empty folder"
+            )
+        (path / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
+        if db_url is not None:
+            config["db_url"] = db_url
+        repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return repo
+
+    @classmethod
+    def open(cls, path: str | Path, *, db_url: str | None = None) -> Repository:
+        """Open the repository at ``path``.
+
+        Args:
+            path: The repository folder (the one holding ``config.json``).
+            db_url: Override the metadata database URL from ``config.json``.
+
+        Raises:
+            StoreError: If there is no repository at ``path`` or it is of a newer format.
+        """
+        path = Path(path)
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text())
+        except FileNotFoundError:
+            raise StoreError(f"no rewardkit repository at {path}; run `rewardkit init`") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path / CONFIG_FILE} is unreadable: {exc}") from exc
+        if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
+            raise StoreError(
+                f"{path} is a repository of format {config.get('format')!r} version "
+                f"{config.get('version')}; this rewardkit reads {FORMAT!r} up to version "
+                f"{FORMAT_VERSION}, upgrade rewardkit"
+            )
+        url = db_url or config.get("db_url")
+        if url is None and not (path / DB_FILE).is_file():
+            raise StoreError(f"repository {path} has lost its {DB_FILE}; restore it from a backup")
+        return cls(path, url or db.sqlite_url(path / DB_FILE))
+
+    @classmethod
+    def discover(cls, path: str | Path | None = None) -> Repository:
+        """Open the repository at ``path``, else ``$REWARDKIT_REPO``, else ``./.rewardkit``."""
+        return cls.open(path or os.environ.get(ENV_REPO) or DEFAULT_DIR)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def commit_tensors(
+        self,
+        tensors: dict[str, torch.Tensor],
+        files: dict[str, bytes],
+        message: str,
+        *,
+        author: str | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        data_fingerprint: str | None = None,
+        backbone: str | None = None,
+        branch: str = "main",
+    ) -> Commit:
+        """Commit a model given as tensors and files, and move ``branch`` to it.
+
+        Inputs are validated before anything is written. Only objects the store lacks are
+        written, so a commit that changes one tensor writes one tensor object (plus the
+        manifest). The branch moves by compare-and-swap from the head read here.
+
+        Args:
+            tensors: Tensor name (as in ``model.safetensors``) -> tensor, any device.
+            files: Relative POSIX path -> content, e.g. ``{"config.json": b"{...}"}``.
+            message: What changed.
+            author: Who committed; default the login name.
+            params: Training parameters (JSON values).
+            metrics: Evaluation results (JSON values, finite numbers).
+            data_fingerprint: Fingerprint of the training data.
+            backbone: Pretrained backbone name, e.g. ``"bert-base-uncased"``.
+            branch: Branch to commit on; created (as a root commit) if it does not exist.
+
+        Returns:
+            The new commit.
+
+        Raises:
+            StoreError: If an input is invalid, or the branch moved during the commit.
+        """
+        check_ref_name(branch)
+        if not tensors:
+            raise StoreError("no tensors to commit; pass the model's state_dict()")
+        for name, tensor in tensors.items():
+            if not isinstance(tensor, torch.Tensor):
+                kind = type(tensor).__name__
+                raise StoreError(f"tensor {name!r} is a {kind}, not a torch.Tensor")
+            dtype_name(tensor.dtype)
+        for name in files:
+            check_file_path(name)
+        author = author or _default_author()
+        meta: dict[str, Any] = dict(
+            params=params, metrics=metrics, data_fingerprint=data_fingerprint, backbone=backbone
+        )
+        Commit.create("", [], message, author, **meta)  # validate before writing any object
+
+        head = self.refs.get(branch)
+        put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
+        manifest = Manifest(
+            tensors={n: TensorEntry.from_ref(put_tensor(t)) for n, t in tensors.items()},
+            files={n: put_blob(data) for n, data in files.items()},
+        )
+        commit = Commit.create(
+            manifest.store(self.objects), [head] if head else [], message, author, **meta
+        )
+        with db.transaction(self.engine) as conn:
+            self.commits.add(commit, conn)
+            summary = message.strip().splitlines()[0]
+            self.refs.set_ref(branch, commit.id, head, f"commit: {summary}", conn)
+        return commit
+
+    def commit_dir(
+        self,
+        model_dir: str | Path,
+        message: str,
+        *,
+        author: str | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        data_fingerprint: str | None = None,
+        backbone: str | None = None,
+        branch: str = "main",
+    ) -> Commit:
+        """Commit a model folder (``model.safetensors`` + other files) on ``branch``.
+
+        See :meth:`commit_tensors` for the arguments; ``model_dir`` is the folder
+        ``save_pretrained`` wrote. It is read completely before anything is written.
+
+        Raises:
+            ModelError: If the folder is missing, lacks ``model.safetensors``, or it is damaged.
+            StoreError: As :meth:`commit_tensors`.
+        """
+        tensors, files = read_model_dir(model_dir)
+        return self.commit_tensors(
+            tensors,
+            files,
+            message,
+            author=author,
+            params=params,
+            metrics=metrics,
+            data_fingerprint=data_fingerprint,
+            backbone=backbone,
+            branch=branch,
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> Commit:
+        """Return the commit ``ref`` names (``main``, ``main~2``, an id or unique id prefix).
+
+        Raises:
+            RefError: If ``ref`` does not name exactly one commit.
+        """
+        return self.commits.get(resolve(ref, self.refs, self.commits))
+
+    def show(self, ref: str) -> Commit:
+        """Return the commit ``ref`` names (same as :meth:`resolve`; see :meth:`manifest`)."""
+        return self.resolve(ref)
+
+    def log(self, ref: str = "main", limit: int | None = None) -> list[Commit]:
+        """Return the first-parent history of ``ref``, newest first, at most ``limit`` commits.
+
+        Raises:
+            RefError: If ``ref`` does not name exactly one commit.
+        """
+        history: list[Commit] = []
+        commit: Commit | None = self.resolve(ref)
+        while commit is not None and (limit is None or len(history) < limit):
+            history.append(commit)
+            commit = self.commits.get(commit.parent) if commit.parent else None
+        return history
+
+    def manifest(self, commit: Commit | str) -> Manifest:
+        """Return the manifest of a commit (or of the commit a ref names)."""
+        if isinstance(commit, str):
+            commit = self.resolve(commit)
+        return Manifest.load(self.objects, commit.manifest_id)
+
+    def branches(self) -> dict[str, str]:
+        """Return branch name -> commit id, sorted by name."""
+        return self.refs.as_dict()
+
+    def load_tensors(self, ref: str, *, verify: bool = True) -> dict[str, torch.Tensor]:
+        """Return the tensors of the commit ``ref`` names, by name (CPU, stored dtype).
+
+        Args:
+            ref: Branch, ``branch~N``, commit id or prefix.
+            verify: Re-hash every object read (SHA-256, roughly 1 GB/s) and raise if corrupt.
+        """
+        return self._tensors(self.manifest(ref), verify)
+
+    def checkout(
+        self, ref: str, to: str | Path, *, force: bool = False, verify: bool = True
+    ) -> Path:
+        """Write the model of ``ref`` as a folder ``from_pretrained`` loads unchanged.
+
+        Args:
+            ref: Branch, ``branch~N``, commit id or prefix.
+            to: Target folder; created if missing.
+            force: Write into a non-empty folder, overwriting files with the same names.
+            verify: Re-hash every object read and raise if corrupt.
+
+        Returns:
+            The target folder.
+
+        Raises:
+            StoreError: If ``to`` is a non-empty folder and ``force`` is False, or an
+                object is missing or corrupt.
+            RefError: If ``ref`` does not name exactly one commit.
+        """
+        to = Path(to)
+        if to.exists() and not to.is_dir():
+            raise StoreError(f"cannot check out into {to}: it is a file")
+        if to.is_dir() and any(to.iterdir()) and not force:
+            raise StoreError(
+                f"cannot check out into {to}: the folder is not empty; choose a new folder "
+                "or pass force=True (--force) to overwrite"
+            )
+        manifest = self.manifest(ref)
+        files = {n: self.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
+        return write_model_dir(to, self._tensors(manifest, verify), files)
+
+    def stats(self) -> RepoStats:
+        """Return counts of objects (and their bytes), commits and branches."""
+        objects = self.objects.stats()
+        return RepoStats(
+            objects=objects.objects,
+            bytes=objects.bytes,
+            commits=self.commits.count(),
+            branches=len(self.refs.as_dict()),
+        )
+
+    def _tensors(self, manifest: Manifest, verify: bool) -> dict[str, torch.Tensor]:
+        return {
+            name: self.objects.get_tensor(entry.id, verify=verify)
+            for name, entry in manifest.tensors.items()
+        }
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (e.g. some containers)
+        return "unknown"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rewardkit.store import Repository
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    with Repository.init(tmp_path / "repo") as r:
+        yield r
+
+
+def tiny_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "embed.weight": torch.randn(10, 4, generator=g),
+        "head.weight": torch.randn(1, 4, generator=g).to(torch.bfloat16),
+        "head.bias": torch.zeros(1),
+        "position_ids": torch.arange(8, dtype=torch.int64),
+    }
+
+
+def write_model(folder: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        tensors or tiny_tensors(), str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )
+    (folder / "config.json").write_text('{"model_type": "tiny"}\n')
+    (folder / "tokenizer").mkdir(exist_ok=True)
+    (folder / "tokenizer" / "vocab.txt").write_text("[PAD]\nhello\n")
+    return folder
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    return write_model(tmp_path / "model")
+
+
+def snapshot(repo: Repository) -> tuple[object, ...]:
+    """Everything a failed operation must leave unchanged."""
+    objects = sorted(str(p.relative_to(repo.path)) for p in (repo.path / "objects").rglob("*"))
+    return (repo.branches(), objects, repo.commits.count(), repo.refs.reflog("main"))
+
+
+# Test modules get the helpers as fixtures: tests/ is not a package, so they cannot import them.
+@pytest.fixture(name="tiny_tensors")
+def _tiny_tensors_fixture():
+    return tiny_tensors
+
+
+@pytest.fixture(name="write_model")
+def _write_model_fixture():
+    return write_model
+
+
+@pytest.fixture(name="snapshot")
+def _snapshot_fixture():
+    return snapshot

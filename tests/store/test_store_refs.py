@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import threading
+from itertools import count
+
+import pytest
+import torch
+
+from rewardkit.errors import RefError, StoreError
+from rewardkit.store import ANY, Repository
+from rewardkit.store.commits import Commit
+
+
+def _commits(repo: Repository, n: int) -> list[Commit]:
+    return [repo.commit_tensors({"w": torch.full((2,), i)}, {}, f"commit {i}") for i in range(n)]
+
+
+def test_set_ref_compare_and_swap(repo: Repository) -> None:
+    c1, c2 = _commits(repo, 2)  # main: c1 -> c2
+    with pytest.raises(StoreError, match=f"ref main moved: expected {c1.id}, found {c2.id}"):
+        repo.refs.set_ref("main", c1.id, c1.id)
+    with pytest.raises(StoreError, match="ref main moved: expected \\(no ref\\)"):
+        repo.refs.set_ref("main", c1.id, None)
+    repo.refs.set_ref("exp", c1.id, None)  # create
+    repo.refs.set_ref("exp", c2.id, c1.id)  # move
+    repo.refs.set_ref("exp", c1.id, ANY, "reset")  # plain set
+    repo.refs.set_ref("exp", None, c1.id)  # delete
+    assert repo.branches() == {"main": c2.id}
+    assert [(e.old, e.new, e.message) for e in repo.refs.reflog("exp")] == [
+        (None, c1.id, ""),
+        (c1.id, c2.id, ""),
+        (c2.id, c1.id, "reset"),
+        (c1.id, None, ""),
+    ]
+    assert [e.message for e in repo.refs.reflog("main")] == ["commit: commit 0", "commit: commit 1"]
+
+
+def test_set_ref_refuses_unknown_commits_and_bad_names(repo: Repository) -> None:
+    with pytest.raises(StoreError, match="no such commit"):
+        repo.refs.set_ref("main", "f" * 64, None)
+    (c,) = _commits(repo, 1)
+    for bad in ["", "-x", "a..b", "a~1", "a b", "x/", ".hidden", "a:b"]:
+        with pytest.raises(RefError, match="invalid branch name"):
+            repo.refs.set_ref(bad, c.id, ANY)
+
+
+@pytest.mark.parametrize("stale", ["none", "old"])
+def test_swap_refuses_a_move_between_read_and_write(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch, stale: str
+) -> None:
+    """Another writer moves the ref after set_ref's re-read: the conditional write refuses."""
+    c1, c2, c3 = _commits(repo, 3)
+    if stale == "none":  # main exists, but the re-read saw no ref
+        monkeypatch.setattr(repo.refs, "get", lambda name, conn=None: None)
+        expected = None
+    else:  # main is at c3, the re-read saw c2
+        monkeypatch.setattr(repo.refs, "get", lambda name, conn=None: c2.id)
+        expected = c2.id
+    with pytest.raises(StoreError, match="ref main moved"):
+        repo.refs.set_ref("main", c1.id, expected)
+    monkeypatch.undo()
+    assert repo.branches() == {"main": c3.id}
+    assert len(repo.refs.reflog("main")) == 3
+
+
+def test_concurrent_compare_and_swap_has_one_winner(repo: Repository) -> None:
+    commits = _commits(repo, 9)
+    repo.refs.set_ref("race", commits[0].id, None)
+    start = repo.refs.get("race")
+    results: list[str] = []
+
+    def worker(target: str) -> None:
+        with Repository.open(repo.path) as other:  # own engine, own connections
+            try:
+                other.refs.set_ref("race", target, start)
+                results.append("won")
+            except StoreError:
+                results.append("lost")
+
+    threads = [threading.Thread(target=worker, args=(c.id,)) for c in commits[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost"] * 7 + ["won"]
+    assert repo.refs.get("race") in {c.id for c in commits[1:]}
+
+
+def test_resolve_branch_ancestry_and_ids(repo: Repository) -> None:
+    c0, c1, c2 = _commits(repo, 3)
+    assert repo.resolve("main") == c2
+    assert repo.resolve("main~1") == c1
+    assert repo.resolve("main~") == c1
+    assert repo.resolve("main~2") == repo.resolve("main~1~1") == c0
+    assert repo.resolve("main~0") == c2
+    assert repo.resolve(c1.id) == c1
+    assert repo.resolve(c1.id[:12].upper()) == c1
+    assert repo.resolve(f"{c2.id[:8]}~2") == c0
+    with pytest.raises(RefError, match="goes back past the first commit: main has only 3"):
+        repo.resolve("main~3")
+    with pytest.raises(RefError, match="followed by a number"):
+        repo.resolve("main~x")
+
+
+def test_unknown_refs_say_what_exists(repo: Repository) -> None:
+    with pytest.raises(RefError, match="unknown ref 'main'.*none yet"):
+        repo.resolve("main")
+    _commits(repo, 1)
+    with pytest.raises(
+        RefError, match=r"unknown ref 'dev': not a branch or commit id \(branches: main\)$"
+    ):
+        repo.resolve("dev")
+    with pytest.raises(RefError, match="at least 4 hex characters"):
+        repo.resolve("abc")
+    with pytest.raises(RefError, match="unknown ref 'ffff"):
+        repo.resolve("ffff" * 16)
+    with pytest.raises(RefError, match="empty ref"):
+        repo.resolve("")
+
+
+def test_ambiguous_prefix_lists_candidates(repo: Repository) -> None:
+    seen: dict[str, Commit] = {}
+    for i in count():  # find two commits whose ids share 4 hex digits (birthday: ~300 tries)
+        c = Commit.create("0" * 64, [], f"m{i}", "a", created_at="2025-01-01T00:00:00Z")
+        if (other := seen.setdefault(c.id[:4], c)) is not c:
+            break
+    repo.commits.add(other)
+    repo.commits.add(c)
+    with pytest.raises(RefError, match="ambiguous commit prefix") as info:
+        repo.resolve(c.id[:4])
+    assert other.id[:12] in str(info.value) and c.id[:12] in str(info.value)
+    assert "type more characters" in str(info.value)
+    assert repo.resolve(c.id[:20]) == c
