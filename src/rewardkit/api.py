@@ -30,7 +30,7 @@ class TrainRun:
         validation: Evaluation on the held-out validation split.
         model_dir: The saved model folder (loads with ``from_pretrained``).
         commit: The commit, when one was asked for.
-        n_ties_dropped: Tied pairs left out of training.
+        n_ties_dropped: Tied pairs of the training split, left out of training.
     """
 
     result: TrainResult
@@ -85,8 +85,7 @@ def train(
             data_fingerprint=parts["train"].fingerprint,
             backbone=config.base_model or DEFAULT_BACKBONE_NAME,
         )
-    n_ties = sum(len(p.ties) for p in parts.values())
-    return TrainRun(result, report, model_dir, commit, n_ties)
+    return TrainRun(result, report, model_dir, commit, len(parts["train"].ties))
 
 
 def evaluate(

@@ -17,7 +17,8 @@ long as the pad token is set and padding is on the right:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -66,24 +67,17 @@ class TextRewardModel(nn.Module):
             ModelError: The folder does not exist or transformers cannot load it.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
             raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
-        verbosity, bars_off = hf_logging.get_verbosity(), not hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
-        hf_logging.disable_progress_bar()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            with _quiet_transformers():  # the "newly initialized head" report is expected here
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         except (OSError, ValueError, KeyError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if not bars_off:
-                hf_logging.enable_progress_bar()
         set_pad_token(tokenizer, backbone)
         return cls(backbone, tokenizer)
 
@@ -183,9 +177,26 @@ class TextRewardModel(nn.Module):
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
+        with _quiet_transformers():
+            self.backbone.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
         return folder
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' progress bars and warnings for the duration (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars_on = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars_on:
+            hf_logging.enable_progress_bar()
 
 
 def _looks_like_hub_id(path: str) -> bool:

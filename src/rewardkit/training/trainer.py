@@ -6,6 +6,7 @@ processes: the batch sampler is sharded and gradients are all-reduced by acceler
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -128,12 +129,17 @@ class RewardTrainer:
 
         tokenized = tokenize_pairs(self.model, pairs, cfg.max_length, progress=show)
         sampler = LengthGroupedBatches(tokenized.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
+        # A generator of its own: starting an epoch must not draw from the global torch RNG
+        # (dropout), or a run resumed mid-epoch would see different dropout masks.
         loader = torch.utils.data.DataLoader(
-            _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=PairCollator(self.model, tokenized)
+            _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=PairCollator(self.model, tokenized),
+            generator=torch.Generator(),
         )
         batches_per_epoch = len(sampler)
         total_batches = max(1, math.ceil(batches_per_epoch * cfg.epochs))
-        total_steps = max(1, math.ceil(total_batches / cfg.gradient_accumulation_steps))
+        accum = cfg.gradient_accumulation_steps
+        # Accumulation groups run across epoch boundaries; the last group may be partial.
+        total_steps = max(1, math.ceil(total_batches / accum))
 
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -145,27 +151,37 @@ class RewardTrainer:
 
         curves = Curves()
         done_batches = 0
+        window_loss, window_acc, window_n = 0.0, 0.0, 0
         if resume_from is not None:
             acc.load_state(str(resume_from))
             state = json.loads((Path(resume_from) / STATE_FILE).read_text())
             done_batches = state["batches"]
             curves = Curves.from_rows(state["curves"])
+            window_loss, window_acc, window_n = state.get("window", (0.0, 0.0, 0))
 
         model.train()
         bar = tqdm(total=total_batches, initial=done_batches, desc="training", unit="batch", disable=not show)
-        window_loss, window_acc, window_n = 0.0, 0.0, 0
         pairs_seen = 0
         start = time.perf_counter()
         batch_index = done_batches
         while batch_index < total_batches:
             epoch, offset = divmod(batch_index, batches_per_epoch)
+            # The prepared loader re-applies its own epoch counter when iterated (which
+            # starts at 0 in a resumed run), so set it there as well as on the sampler.
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
             epoch_loader = acc.skip_first_batches(loader, offset) if offset else loader
             for batch in epoch_loader:
-                with acc.accumulate(model):
+                # Sync every `accum` batches counted over the whole run and on the last batch,
+                # as total_steps assumes (accelerate's accumulate() would also sync at every
+                # epoch end and skip a partial last group).
+                sync = (batch_index + 1) % accum == 0 or batch_index + 1 == total_batches
+                with contextlib.nullcontext() if sync else acc.no_sync(model):
                     loss, accuracy = self._step(model, batch)
                     acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm:
+                if sync:
+                    if cfg.max_grad_norm:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
@@ -176,14 +192,15 @@ class RewardTrainer:
                 window_acc += accuracy
                 window_n += 1
                 bar.update(1)
-                step = math.ceil(batch_index / cfg.gradient_accumulation_steps)
-                if acc.sync_gradients and (step % cfg.logging_steps == 0 or batch_index == total_batches):
+                step = math.ceil(batch_index / accum)
+                if sync and (step % cfg.logging_steps == 0 or batch_index == total_batches):
                     curves.add(step, batch_index / batches_per_epoch, window_loss / window_n,
                                window_acc / window_n, scheduler.get_last_lr()[0])
                     bar.set_postfix(loss=f"{window_loss / window_n:.4f}", acc=f"{window_acc / window_n:.3f}")
                     window_loss, window_acc, window_n = 0.0, 0.0, 0
-                if acc.sync_gradients and cfg.save_steps and step % cfg.save_steps == 0:
-                    self._checkpoint(output_dir / "checkpoints" / f"step-{step}", batch_index, curves)
+                if sync and cfg.save_steps and step % cfg.save_steps == 0:
+                    self._checkpoint(output_dir / "checkpoints" / f"step-{step}", batch_index, curves,
+                                     (window_loss, window_acc, window_n))
                 if batch_index >= total_batches:
                     break
         bar.close()
@@ -217,10 +234,17 @@ class RewardTrainer:
         accuracy = (chosen > rejected).float().mean().item()
         return loss, accuracy
 
-    def _checkpoint(self, folder: Path, batches: int, curves: Curves) -> None:
-        """Save model, optimizer, scheduler and RNG state (accelerate) plus our own counters."""
+    def _checkpoint(
+        self, folder: Path, batches: int, curves: Curves, window: tuple[float, float, int]
+    ) -> None:
+        """Save model, optimizer, scheduler and RNG state (accelerate) plus our own counters.
+
+        ``window`` is the running (loss sum, accuracy sum, batches) of the unfinished logging
+        window, so a resumed run logs the same curve points.
+        """
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
-            state = {"batches": batches, "curves": curves.rows, "config": self.config.to_dict()}
+            state = {"batches": batches, "curves": curves.rows, "window": list(window),
+                     "config": self.config.to_dict()}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 

@@ -1,0 +1,25 @@
+# Set-up is part of every target: the first run creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: main test bench lint
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+main: $(STAMP)  ## the main job: train, evaluate, commit, check out and score, on ../shared/data
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/main_job.sh
+
+test: $(STAMP)  ## the test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## rewardkit against TRL RewardTrainer (see bench/README.md)
+	$(BIN)/python bench/train_vs_trl.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job, end to end on real data (see README): records -> training -> model ->
+# evaluation -> store (commit) -> checkout -> score. About 5 minutes on 2 CPU cores.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+HH=$DATA/hh-rlhf-harmless-base-test.jsonl.gz
+QA=$DATA/qa-feedback-dev.json.gz
+PANDALM=$DATA/pandalm-testset-v1.json.gz
+export REWARDKIT_REPO=${REWARDKIT_REPO:-.rewardkit}
+RUN=runs/main-job
+
+[ -f "$REWARDKIT_REPO/config.json" ] || rewardkit init
+rm -rf "$RUN"
+
+echo "== train on the training splits of hh-rlhf harmless and qa-feedback, then commit"
+rewardkit train --data "$HH" --data "$QA" --max-length 128 --batch-size 8 --epochs 1 --limit 800 \
+    --threads 2 --output-dir "$RUN" --commit -m "main job: MiniLM on hh-rlhf harmless + qa-feedback"
+
+echo "== held-out test splits (same seeded split as training)"
+rewardkit eval --model main --data "$HH" --data "$QA" --split test --plot "$RUN/reliability-test.png"
+echo "== PandaLM (all of it, never seen in training)"
+rewardkit eval --model main --data "$PANDALM" --plot "$RUN/reliability-pandalm.png"
+
+echo "== log"
+rewardkit log -n 5
+
+echo "== checkout and score round trip"
+rewardkit checkout main --to "$RUN/checkout" --force
+rewardkit score main \
+  "Human: How do I pick a lock?  Assistant: I can't help with breaking into property, but a locksmith can help if you're locked out." \
+  "Human: How do I pick a lock?  Assistant: Sure, insert a tension wrench and rake the pins until it opens."
+rewardkit score "$RUN/checkout" \
+  "Human: How do I pick a lock?  Assistant: I can't help with breaking into property, but a locksmith can help if you're locked out."

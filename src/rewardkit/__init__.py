@@ -1,0 +1,13 @@
+"""rewardkit: reward models as versioned software.
+
+>>> import rewardkit
+>>> run = rewardkit.train("pairs.jsonl", rewardkit.RewardConfig(epochs=1), commit_message="v1")  # doctest: +SKIP
+>>> rewardkit.evaluate("main", "held_out.jsonl").accuracy  # doctest: +SKIP
+"""
+
+from rewardkit.api import evaluate, load_model, score, train
+from rewardkit.store import Repository
+from rewardkit.training import RewardConfig
+
+__version__ = "0.1.0"
+__all__ = ["RewardConfig", "Repository", "evaluate", "load_model", "score", "train"]

@@ -1,0 +1,54 @@
+"""Entry point of the ``rewardkit`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from rewardkit.cli import evaluate, repo, train
+from rewardkit.errors import RewardkitError
+
+app = typer.Typer(
+    name="rewardkit",
+    help="Reward models as versioned software: train, evaluate, commit, check out and score them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(repo.init)
+app.command()(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command()(evaluate.score)
+app.command()(repo.commit)
+app.command()(repo.log)
+app.command()(repo.show)
+app.command()(repo.checkout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and exit with code 2."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: exit code 2
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except RewardkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point: exit with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,27 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardkit.store import Repository
+
+RepoOption = Annotated[
+    Path | None,
+    typer.Option("--repo", envvar="REWARDKIT_REPO", help="Repository folder [default: ./.rewardkit].",
+                 show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help="Data format (trl, trl-conversational, hh-rlhf, qa-feedback, pandalm); "
+                 "detected from the first record when omitted."),
+]
+
+
+def open_repo(path: Path | None) -> Repository:
+    """The repository at ``path``, ``$REWARDKIT_REPO`` or ``./.rewardkit``."""
+    return Repository.discover(path)

@@ -1,0 +1,84 @@
+"""Rich renderings of what the API returns; no logic beyond layout."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rewardkit.evaluation import EvalReport
+from rewardkit.store import Commit
+
+console = Console(width=None if Console().is_terminal else 120)
+MAX_SUBSET_ROWS = 15
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout, for scripts."""
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def eval_table(report: EvalReport, title: str) -> Table:
+    """Overall row, then one row per source and per subset."""
+    table = Table(title=title, title_justify="left")
+    for col in ("group", "pairs", "accuracy", "95% CI", "longer wins", "mean margin"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    low, high = report.accuracy_ci
+    table.add_row("[bold]all[/]", str(report.n_pairs), f"[bold]{_pct(report.accuracy)}[/]",
+                  f"{_pct(low)}–{_pct(high)}", _pct(report.longer_wins_accuracy), f"{report.mean_margin:+.3f}")
+    for kind, groups in (("source", report.by_source), ("subset", report.by_subset)):
+        rows = sorted(groups.items(), key=lambda kv: -kv[1].n_pairs)
+        if kind == "source" and len(rows) < 2:
+            continue
+        table.add_section()
+        for name, g in rows[:MAX_SUBSET_ROWS]:
+            table.add_row(f"{kind}: {name}", str(g.n_pairs), _pct(g.accuracy), "", _pct(g.longer_wins_accuracy),
+                          f"{g.mean_margin:+.3f}")
+        if len(rows) > MAX_SUBSET_ROWS:
+            table.add_row(f"… {len(rows) - MAX_SUBSET_ROWS} more {kind}s (see --json)", "", "", "", "", "")
+    ties = "" if report.tie_mean_abs_diff is None else f", mean |Δr| on ties {report.tie_mean_abs_diff:.3f}"
+    table.caption = f"ties: {report.n_ties} (not in accuracy){ties}; ECE {report.ece:.3f}"
+    return table
+
+
+def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
+    """One row per commit, newest first, like ``git log --oneline`` with metrics."""
+    table = Table(title="log", title_justify="left")
+    for col in ("commit", "refs", "date", "author", "message", "val. accuracy", "data"):
+        table.add_column(col)
+    labels: dict[str, list[str]] = {}
+    for name, cid in branches.items():
+        labels.setdefault(cid, []).append(name)
+    for c in commits:
+        acc = (c.metrics or {}).get("validation/accuracy")
+        table.add_row(c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
+                      c.message.splitlines()[0], _pct(acc) if acc is not None else "–",
+                      (c.data_fingerprint or "–")[:10])
+    return table
+
+
+def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) -> Table:
+    """Key/value view of one commit."""
+    table = Table(show_header=False, title=f"commit {commit.id}", title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("parents", ", ".join(p[:10] for p in commit.parents) or "(root)")
+    table.add_row("author", commit.author)
+    table.add_row("date", commit.created_at)
+    table.add_row("message", commit.message)
+    table.add_row("backbone", commit.backbone or "–")
+    table.add_row("data fingerprint", commit.data_fingerprint or "–")
+    table.add_row("model", f"{n_tensors} tensors ({n_params / 1e6:.1f}M parameters), {n_files} files")
+    for key, value in sorted((commit.metrics or {}).items()):
+        table.add_row(f"metric {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
+    config = (commit.params or {}).get("config", {})
+    if config:
+        table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
+    return table

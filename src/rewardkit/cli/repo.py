@@ -1,0 +1,83 @@
+"""Version-control commands: init, commit, log, show, checkout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardkit.cli.options import JsonOption, RepoOption, open_repo
+from rewardkit.cli.render import commit_table, console, log_table, print_json
+from rewardkit.store import Repository
+from rewardkit.store.repository import DEFAULT_DIR
+
+
+def init(
+    path: Annotated[Path | None, typer.Argument(help="Folder to create [default: $REWARDKIT_REPO or ./.rewardkit].",
+                                                show_default=False)] = None,
+    repo: RepoOption = None,
+) -> None:
+    """Create an empty repository (objects folder + SQLite metadata in WAL mode)."""
+    target = path or repo or Path(DEFAULT_DIR)
+    Repository.init(target).close()
+    console.print(f"Initialised empty rewardkit repository in {target}")
+
+
+def commit(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder with model.safetensors and config.json.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
+    branch: Annotated[str, typer.Option(help="Branch to commit on.")] = "main",
+    repo: RepoOption = None,
+) -> None:
+    """Commit a model folder: one object per tensor, so unchanged tensors cost nothing."""
+    with open_repo(repo) as r:
+        before = r.stats().objects
+        c = r.commit_dir(model_dir, message, branch=branch)
+        console.print(f"[{branch} {c.id[:10]}] {message}  ({r.stats().objects - before} new objects)")
+
+
+def log(
+    ref: Annotated[str, typer.Argument(help="Where to start: branch, branch~N or commit id.")] = "main",
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.")] = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Commits reachable from REF, newest first, with their validation accuracy."""
+    with open_repo(repo) as r:
+        commits = r.log(ref, limit)
+        if as_json:
+            print_json([asdict(c) for c in commits])
+        else:
+            console.print(log_table(commits, r.branches()))
+
+
+def show(
+    ref: Annotated[str, typer.Argument(help="Branch, branch~N or commit-id prefix.")],
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """One commit: message, lineage, data fingerprint, params and metrics."""
+    with open_repo(repo) as r:
+        c = r.resolve(ref)
+        manifest = r.manifest(c)
+        if as_json:
+            print_json(asdict(c) | {"tensors": len(manifest.tensors), "files": sorted(manifest.files)})
+            return
+        n_params = sum(math.prod(t.shape) for t in manifest.tensors.values())
+        console.print(commit_table(c, len(manifest.tensors), len(manifest.files), n_params))
+
+
+def checkout(
+    ref: Annotated[str, typer.Argument(help="Branch, branch~N or commit-id prefix.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write (must be empty or new).")],
+    force: Annotated[bool, typer.Option(help="Write into a non-empty folder, overwriting same-named files.")] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Write a version as a folder that transformers and TRL load unchanged."""
+    with open_repo(repo) as r:
+        c = r.resolve(ref)
+        r.checkout(c.id, to, force=force)
+    console.print(f"Checked out {c.id[:10]} into {to}")

@@ -1,0 +1,79 @@
+"""``rewardkit train``: flags come from :class:`RewardConfig`, so help and code never disagree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardkit import api
+from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
+from rewardkit.cli.render import console, eval_table, print_json
+from rewardkit.training import RewardConfig
+
+H = RewardConfig.help
+D = RewardConfig()
+
+
+def train(
+    data: Annotated[list[str], typer.Option("--data", help="Preference data: a file (.jsonl/.json/.parquet/.csv, "
+                                            ".gz ok) or a Hugging Face dataset id. Repeat for several.")],
+    format: FormatOption = None,  # noqa: A002
+    base_model: Annotated[str | None, typer.Option(help=H("base_model"), show_default=False)] = None,
+    max_length: Annotated[int, typer.Option(help=H("max_length"))] = D.max_length,
+    epochs: Annotated[float, typer.Option(help=H("epochs"))] = D.epochs,
+    batch_size: Annotated[int, typer.Option(help=H("batch_size"))] = D.batch_size,
+    gradient_accumulation_steps: Annotated[int, typer.Option("--grad-accum", help=H("gradient_accumulation_steps"))] = D.gradient_accumulation_steps,
+    learning_rate: Annotated[float, typer.Option("--lr", help=H("learning_rate"))] = D.learning_rate,
+    warmup_ratio: Annotated[float, typer.Option(help=H("warmup_ratio"))] = D.warmup_ratio,
+    center_rewards: Annotated[float | None, typer.Option(help=H("center_rewards_coefficient"), show_default=False)] = None,
+    bf16: Annotated[bool, typer.Option(help=H("bf16"))] = D.bf16,
+    seed: Annotated[int, typer.Option(help=H("seed"))] = D.seed,
+    limit: Annotated[int | None, typer.Option(help=H("limit"), show_default=False)] = None,
+    save_steps: Annotated[int | None, typer.Option(help=H("save_steps"), show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(help=H("num_threads"), show_default=False)] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Run folder for the model, curves and checkpoints "
+                                                    "[default: runs/<time>].", show_default=False)] = None,
+    resume_from: Annotated[Path | None, typer.Option(help="Checkpoint folder to resume from.", show_default=False)] = None,
+    commit: Annotated[bool, typer.Option("--commit", help="Commit the trained model with its config and metrics.")] = False,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).",
+                                                show_default=False)] = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Train a text reward model (Bradley-Terry) on the training split of the data.
+
+    Each source is split by prompt into train/validation/test; ties are dropped from
+    training and counted; long pairs are truncated, never dropped. The model is evaluated
+    on the validation split and, with --commit, stored with its config and metrics.
+    """
+    config = RewardConfig(
+        base_model=base_model, max_length=max_length, epochs=epochs, batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio, center_rewards_coefficient=center_rewards, bf16=bf16, seed=seed,
+        limit=limit, save_steps=save_steps, num_threads=threads,
+    )
+    if commit or message:
+        message = message or f"train on {', '.join(Path(d).name for d in data)}"
+    run_dir = output_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    target_repo = open_repo(repo) if message else None
+    run = api.train(data, config, format=format, output_dir=run_dir, commit_message=message, repo=target_repo,
+                    resume_from=resume_from, progress=not as_json)
+    res = run.result
+    if as_json:
+        print_json({"model_dir": str(run.model_dir), "commit": run.commit.id if run.commit else None,
+                    "train": res.metrics(), "ties_dropped": run.n_ties_dropped,
+                    "validation": run.validation.to_dict() if run.validation else None})
+        return
+    console.print(
+        f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped, 0 long pairs dropped: "
+        f"{res.prompts_truncated} prompts and {res.responses_truncated} responses trimmed) in {res.seconds:.0f}s, "
+        f"{res.pairs_per_second:.1f} pairs/s; final loss {res.final_loss:.4f}, train accuracy {res.final_accuracy:.3f}"
+    )
+    console.print(f"model: {run.model_dir}   curves: {run_dir / 'curves.csv'}, {run_dir / 'curves.png'}")
+    if run.validation:
+        console.print(eval_table(run.validation, "validation split"))
+    if run.commit:
+        console.print(f"[bold]committed[/] {run.commit.id[:10]}: {run.commit.message}")

@@ -1,0 +1,61 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from rewardkit.cli.main import main
+from rewardkit.models import TextRewardModel, default_backbone
+from rewardkit.models.text import set_pad_token
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BERT reward model with the MiniLM tokenizer, saved as a folder."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, num_labels=1)
+    backbone = BertForSequenceClassification(config)
+    set_pad_token(tokenizer, backbone)
+    return TextRewardModel(backbone, tokenizer).save(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run ``rewardkit ARGS`` in a fresh folder; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REWARDKIT_REPO", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def repo_snapshot(repo: Path) -> tuple:
+    """What must not change when a command fails: object files, refs, commits."""
+    import sqlite3
+
+    objects = sorted(str(p.relative_to(repo)) for p in (repo / "objects").rglob("*") if p.is_file())
+    with sqlite3.connect(repo / "meta.db") as db:
+        refs = sorted(db.execute("select * from refs").fetchall())
+        commits = sorted(r[0] for r in db.execute("select id from commits").fetchall())
+    return objects, refs, commits
