@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from rewardkit.cli import evaluate, repo, train
 from rewardkit.errors import RewardkitError
@@ -31,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit with code 2."""
     try:
         result = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:  # usage errors: exit code 2
+    except TyperException as exc:  # usage errors (typer's own ClickException): exit code 2
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 1
     except RewardkitError as exc:
