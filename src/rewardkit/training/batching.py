@@ -61,8 +61,8 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
 
     Each epoch shuffles the pairs, cuts them into mega-batches of ``50 * batch_size``,
     sorts each mega-batch by length and slices it into batches, then shuffles the batch
-    order (the scheme of transformers' ``LengthGroupedSampler``). With ``group_by_length``
-    off, batches are plain shuffled slices.
+    order (the scheme of transformers' ``LengthGroupedSampler``); a short batch stays last.
+    With ``group_by_length`` off, batches are plain shuffled slices.
 
     Args:
         lengths: Padded length of each pair, in tokens.
@@ -98,7 +98,11 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
             ]
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         if self.group_by_length:
+            # Shuffle the full batches only: a short batch must stay last, as accelerate's
+            # BatchSamplerShard (multi-process) silently drops one found in the middle.
+            short = batches.pop() if batches and len(batches[-1]) < self.batch_size else None
             rng.shuffle(batches)
+            batches += [short] if short else []
         yield from batches
 
 

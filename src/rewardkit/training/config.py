@@ -28,6 +28,7 @@ class RewardConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
     center_rewards_coefficient: float | None = _f(None, "Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); off when unset.")
     use_margin: bool = _f(True, "Subtract the records' margin inside the Bradley-Terry loss when they have one.")
+    disable_dropout: bool = _f(True, "Turn every dropout layer off while training, as TRL's RewardTrainer does.")
     group_by_length: bool = _f(True, "Batch pairs of similar length together so little compute goes to padding.")
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CPU or GPU); weights stay float32.")
     seed: int = _f(42, "Seed for the split, the initial head, dropout and batch order.")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -95,6 +96,10 @@ class RewardTrainer:
             torch.set_num_threads(config.num_threads)
         set_seed(config.seed)  # before loading: the fresh head's init depends on it
         self.model = model if model is not None else TextRewardModel.load(config.base_model)
+        # accelerate keeps mixed precision in a process-wide singleton and refuses a second,
+        # different value; forget it (keeping the process group) so that one Python process
+        # can train with and without bf16, as transformers' Trainer does.
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision="bf16" if config.bf16 else "no",
@@ -135,18 +140,28 @@ class RewardTrainer:
             _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=PairCollator(self.model, tokenized),
             generator=torch.Generator(),
         )
-        batches_per_epoch = len(sampler)
+        # Batches this process sees per epoch: accelerate shards the batch sampler over the
+        # processes, each getting ceil(len / n) batches (even_batches, its default).
+        n_proc = acc.num_processes
+        batches_per_epoch = math.ceil(len(sampler) / n_proc)
         total_batches = max(1, math.ceil(batches_per_epoch * cfg.epochs))
         accum = cfg.gradient_accumulation_steps
         # Accumulation groups run across epoch boundaries; the last group may be partial.
         total_steps = max(1, math.ceil(total_batches / accum))
 
+        if cfg.disable_dropout:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
         optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            _parameter_groups(self.model, cfg.weight_decay), lr=cfg.learning_rate, fused=True
         )
         from transformers import get_linear_schedule_with_warmup
 
-        scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+        # A prepared scheduler is stepped once per process at every optimizer step.
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, round(cfg.warmup_ratio * total_steps) * n_proc, total_steps * n_proc
+        )
         model, optimizer, loader, scheduler = acc.prepare(self.model, optimizer, loader, scheduler)
 
         curves = Curves()
@@ -248,3 +263,11 @@ class RewardTrainer:
                      "config": self.config.to_dict()}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; biases and normalisation weights (1-D) are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]

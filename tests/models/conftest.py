@@ -1,0 +1,75 @@
+"""Fixtures for the rewardkit.models tests: the offline MiniLM backbone and tiny random decoders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from rewardkit.models import TextRewardModel, default_backbone
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small forward passes are fast on one thread and don't fight other work for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def minilm() -> TextRewardModel:
+    """The real default backbone (all-MiniLM-L6-v2, offline), in eval mode; loaded once."""
+    model = TextRewardModel.load()
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def tokenizer_without_pad():
+    """A fresh copy of the MiniLM tokenizer with its pad token removed (like most decoders)."""
+    tok = transformers.AutoTokenizer.from_pretrained(default_backbone())
+    tok.pad_token = None
+    assert tok.pad_token is None and tok.pad_token_id is None
+    return tok
+
+
+def tiny_llama(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised 2-layer Llama with a one-logit head and no pad token id."""
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+        pad_token_id=None, num_labels=1,
+    )
+    return transformers.LlamaForSequenceClassification(config).eval()
+
+
+def tiny_gpt2(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised 2-layer GPT-2 with a one-logit head and no pad token id."""
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(
+        vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+        pad_token_id=None, bos_token_id=None, eos_token_id=None, num_labels=1,
+    )
+    return transformers.GPT2ForSequenceClassification(config).eval()
+
+
+def decoder_hidden_states(backbone: torch.nn.Module, input_ids, attention_mask) -> torch.Tensor:
+    """Last hidden states of the decoder body (without the score head)."""
+    body = backbone.model if hasattr(backbone, "model") else backbone.transformer
+    return body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_decoder(request, tokenizer_without_pad) -> torch.nn.Module:
+    """A tiny random decoder (Llama or GPT-2) sized to the MiniLM tokenizer's vocabulary."""
+    build = {"llama": tiny_llama, "gpt2": tiny_gpt2}[request.param]
+    return build(len(tokenizer_without_pad))
+
+
+@pytest.fixture
+def hidden_states():
+    """``hidden_states(backbone, input_ids, attention_mask)`` of a tiny decoder's body."""
+    return decoder_hidden_states
