@@ -208,7 +208,7 @@ def test_trainers_with_and_without_bf16_in_one_process(tiny_model, pairs, make_c
 
 def test_disable_dropout_turns_every_dropout_layer_off(tiny_model, make_config, tmp_path):
     pairs = [PreferencePair("q", "good excellent answer", "bad answer", "t")] * 8
-    result = RewardTrainer(make_config(epochs=1, disable_dropout=True), model=tiny_model).train(
+    result = RewardTrainer(make_config(epochs=1, disable_dropout=True), model=tiny_model()).train(
         pairs, tmp_path, progress=False)
     dropouts = [m for m in result.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(m.p == 0.0 for m in dropouts)
