@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from conftest import repo_snapshot, write_jsonl
+from cli_helpers import repo_snapshot, write_jsonl
 
 GOOD = {"prompt": "p", "chosen": "good answer", "rejected": "bad answer"}
 

@@ -18,28 +18,47 @@ D = RewardConfig()
 
 
 def train(
-    data: Annotated[list[str], typer.Option("--data", help="Preference data: a file (.jsonl/.json/.parquet/.csv, "
-                                            ".gz ok) or a Hugging Face dataset id. Repeat for several.")],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help="Preference data: a file (.jsonl/.json/.parquet/.csv, "
+            ".gz ok) or a Hugging Face dataset id. Repeat for several.",
+        ),
+    ],
     format: FormatOption = None,  # noqa: A002
     base_model: Annotated[str | None, typer.Option(help=H("base_model"), show_default=False)] = None,
     max_length: Annotated[int, typer.Option(help=H("max_length"))] = D.max_length,
     epochs: Annotated[float, typer.Option(help=H("epochs"))] = D.epochs,
     batch_size: Annotated[int, typer.Option(help=H("batch_size"))] = D.batch_size,
-    gradient_accumulation_steps: Annotated[int, typer.Option("--grad-accum", help=H("gradient_accumulation_steps"))] = D.gradient_accumulation_steps,
+    gradient_accumulation_steps: Annotated[
+        int, typer.Option("--grad-accum", help=H("gradient_accumulation_steps"))
+    ] = D.gradient_accumulation_steps,
     learning_rate: Annotated[float, typer.Option("--lr", help=H("learning_rate"))] = D.learning_rate,
     warmup_ratio: Annotated[float, typer.Option(help=H("warmup_ratio"))] = D.warmup_ratio,
-    center_rewards: Annotated[float | None, typer.Option(help=H("center_rewards_coefficient"), show_default=False)] = None,
+    center_rewards: Annotated[
+        float | None, typer.Option(help=H("center_rewards_coefficient"), show_default=False)
+    ] = None,
     bf16: Annotated[bool, typer.Option(help=H("bf16"))] = D.bf16,
     seed: Annotated[int, typer.Option(help=H("seed"))] = D.seed,
     limit: Annotated[int | None, typer.Option(help=H("limit"), show_default=False)] = None,
     save_steps: Annotated[int | None, typer.Option(help=H("save_steps"), show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(help=H("num_threads"), show_default=False)] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Run folder for the model, curves and checkpoints "
-                                                    "[default: runs/<time>].", show_default=False)] = None,
-    resume_from: Annotated[Path | None, typer.Option(help="Checkpoint folder to resume from.", show_default=False)] = None,
-    commit: Annotated[bool, typer.Option("--commit", help="Commit the trained model with its config and metrics.")] = False,
-    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).",
-                                                show_default=False)] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder for the model, curves and checkpoints [default: runs/<time>].", show_default=False
+        ),
+    ] = None,
+    resume_from: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder to resume from.", show_default=False)
+    ] = None,
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Commit the trained model with its config and metrics.")
+    ] = False,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).", show_default=False)
+    ] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
@@ -50,22 +69,45 @@ def train(
     on the validation split and, with --commit, stored with its config and metrics.
     """
     config = RewardConfig(
-        base_model=base_model, max_length=max_length, epochs=epochs, batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio, center_rewards_coefficient=center_rewards, bf16=bf16, seed=seed,
-        limit=limit, save_steps=save_steps, num_threads=threads,
+        base_model=base_model,
+        max_length=max_length,
+        epochs=epochs,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        center_rewards_coefficient=center_rewards,
+        bf16=bf16,
+        seed=seed,
+        limit=limit,
+        save_steps=save_steps,
+        num_threads=threads,
     )
     if commit or message:
         message = message or f"train on {', '.join(Path(d).name for d in data)}"
     run_dir = output_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     target_repo = open_repo(repo) if message else None
-    run = api.train(data, config, format=format, output_dir=run_dir, commit_message=message, repo=target_repo,
-                    resume_from=resume_from, progress=not as_json)
+    run = api.train(
+        data,
+        config,
+        format=format,
+        output_dir=run_dir,
+        commit_message=message,
+        repo=target_repo,
+        resume_from=resume_from,
+        progress=not as_json,
+    )
     res = run.result
     if as_json:
-        print_json({"model_dir": str(run.model_dir), "commit": run.commit.id if run.commit else None,
-                    "train": res.metrics(), "ties_dropped": run.n_ties_dropped,
-                    "validation": run.validation.to_dict() if run.validation else None})
+        print_json(
+            {
+                "model_dir": str(run.model_dir),
+                "commit": run.commit.id if run.commit else None,
+                "train": res.metrics(),
+                "ties_dropped": run.n_ties_dropped,
+                "validation": run.validation.to_dict() if run.validation else None,
+            }
+        )
         return
     console.print(
         f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped, 0 long pairs dropped: "

@@ -118,7 +118,7 @@ class PairCollator:
         self.tokenized = tokenized
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        # A batch sampler hands the whole index list to one call (see DataLoader(batch_sampler=...)).
+        """Pad the pairs at ``indices`` (a batch sampler hands the whole index list to one call)."""
         t = self.tokenized
         input_ids, attention_mask = self.model.pad([t.chosen[i] for i in indices] + [t.rejected[i] for i in indices])
         margin = torch.tensor([t.margins[i] for i in indices], dtype=torch.float32)

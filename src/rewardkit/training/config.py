@@ -18,7 +18,11 @@ class RewardConfig:
     """
 
     base_model: str | None = _f(None, "Backbone folder or hub id; default: the offline all-MiniLM-L6-v2.")
-    max_length: int = _f(256, "Tokens per text (prompt + response). Longer pairs are kept: the prompt is trimmed from the left, then the response from the right.")
+    max_length: int = _f(
+        256,
+        "Tokens per text (prompt + response). Longer pairs are kept: the prompt is trimmed from the left, "
+        "then the response from the right.",
+    )
     epochs: float = _f(1.0, "Passes over the training pairs (fractions allowed).")
     batch_size: int = _f(8, "Pairs per forward pass (chosen and rejected go together, so 2x texts).")
     gradient_accumulation_steps: int = _f(1, "Forward passes per optimizer step.")
@@ -26,13 +30,19 @@ class RewardConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     warmup_ratio: float = _f(0.1, "Fraction of optimizer steps with linear warm-up; linear decay after.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
-    center_rewards_coefficient: float | None = _f(None, "Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); off when unset.")
+    center_rewards_coefficient: float | None = _f(
+        None,
+        "Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); "
+        "off when unset.",
+    )
     use_margin: bool = _f(True, "Subtract the records' margin inside the Bradley-Terry loss when they have one.")
     disable_dropout: bool = _f(True, "Turn every dropout layer off while training, as TRL's RewardTrainer does.")
     group_by_length: bool = _f(True, "Batch pairs of similar length together so little compute goes to padding.")
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CPU or GPU); weights stay float32.")
     seed: int = _f(42, "Seed for the split, the initial head, dropout and batch order.")
-    split: tuple[float, float, float] = _f((0.8, 0.1, 0.1), "Train/validation/test fractions, split per source by prompt group.")
+    split: tuple[float, float, float] = _f(
+        (0.8, 0.1, 0.1), "Train/validation/test fractions, split per source by prompt group."
+    )
     limit: int | None = _f(None, "Use at most this many training pairs per source (the first N after the split).")
     logging_steps: int = _f(10, "Optimizer steps between logged points of the loss/accuracy curves.")
     save_steps: int | None = _f(None, "Write a resumable checkpoint every N optimizer steps.")
