@@ -234,6 +234,7 @@ def run_rewardkit(args, pairs: list[PreferencePair], backbone: str, tmp: Path) -
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
         bf16=args.bf16,
+        disable_dropout=True,  # as TRL's default
         seed=args.seed,
         logging_steps=args.logging_steps,
         num_threads=args.threads,
@@ -387,7 +388,7 @@ def main() -> None:
     print(f"settings: seed {args.seed}, warmup_ratio {args.warmup_ratio}, weight_decay "
           f"{args.weight_decay}, max_grad_norm {args.max_grad_norm}, order {args.order}; TRL "
           f"gradient checkpointing {'on' if results['trl']['checkpointing'] else 'off'}, TRL "
-          f"dropout off (its default), rewardkit dropout on")
+          f"dropout off and rewardkit dropout off (both defaults)")
     print(f"checks:   same initial weights: {same_init}; same token lengths: {same_lengths}; "
           f"TRL dropped {tr['pairs_in'] - tr['pairs_kept']} of {tr['pairs_in']} pairs "
           f"({1 - tr['pairs_kept_fraction']:.1%}), rewardkit truncated {rk['pairs_truncated']}")
