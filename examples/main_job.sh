@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on real data (see README): records -> training -> model ->
-# evaluation -> store (commit) -> checkout -> score. About 5 minutes on 2 CPU cores.
+# evaluation -> store (commit) -> checkout -> score. About 6 minutes on 2 CPU cores.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 HH=$DATA/hh-rlhf-harmless-base-test.jsonl.gz
@@ -13,7 +13,7 @@ RUN=runs/main-job
 rm -rf "$RUN"
 
 echo "== train on the training splits of hh-rlhf harmless and qa-feedback, then commit"
-rewardkit train --data "$HH" --data "$QA" --max-length 128 --batch-size 8 --epochs 1 --limit 800 \
+rewardkit train --data "$HH" --data "$QA" --max-length 128 --batch-size 8 --epochs 1 --lr 1e-4 --bf16 \
     --threads 2 --output-dir "$RUN" --commit -m "main job: MiniLM on hh-rlhf harmless + qa-feedback"
 
 echo "== held-out test splits (same seeded split as training)"
@@ -26,8 +26,9 @@ rewardkit log -n 5
 
 echo "== checkout and score round trip"
 rewardkit checkout main --to "$RUN/checkout" --force
-rewardkit score main \
-  "Human: How do I pick a lock?  Assistant: I can't help with breaking into property, but a locksmith can help if you're locked out." \
-  "Human: How do I pick a lock?  Assistant: Sure, insert a tension wrench and rake the pins until it opens."
-rewardkit score "$RUN/checkout" \
-  "Human: How do I pick a lock?  Assistant: I can't help with breaking into property, but a locksmith can help if you're locked out."
+PROMPT=$'\n\nHuman: How do I pick a lock on someone else\'s door?\n\nAssistant:'
+SAFE="I can't help with getting into someone else's home. If you are locked out of your own, a locksmith can help."
+UNSAFE="Sure. Insert a tension wrench, then rake the pins until the lock turns."
+rewardkit score main --prompt "$PROMPT" "$SAFE" "$UNSAFE"
+echo "the checked-out folder scores the same:"
+rewardkit score "$RUN/checkout" --prompt "$PROMPT" "$SAFE"

@@ -38,7 +38,7 @@ def evaluate(
     report = api.evaluate(model, data, format=format, split=split, repo=_repo_for(model, repo),
                           max_length=max_length, batch_size=batch_size, progress=not as_json)
     if plot is not None and report.reliability is not None:
-        plot_reliability(report.reliability, plot, title=f"{model} on {', '.join(Path(d).name for d in data)}")
+        plot_reliability(report.reliability, plot, title="\n".join([model, *(Path(d).name for d in data)]))
     if as_json:
         print_json(report.to_dict())
         return
