@@ -31,6 +31,8 @@ class TrainRun:
         model_dir: The saved model folder (loads with ``from_pretrained``).
         commit: The commit, when one was asked for.
         n_ties_dropped: Tied pairs of the training split, left out of training.
+        is_main_process: False in the other processes of a multi-process run, which neither
+            save, evaluate nor commit.
     """
 
     result: TrainResult
@@ -38,6 +40,7 @@ class TrainRun:
     model_dir: Path
     commit: Commit | None
     n_ties_dropped: int
+    is_main_process: bool = True
 
 
 def train(
@@ -69,7 +72,10 @@ def train(
     train_pairs = _first_per_source(parts["train"].pairs, config.limit)
 
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
-    model_dir = result.model.save(Path(output_dir) / "model")
+    model_dir = Path(output_dir) / "model"
+    if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process saves and commits
+        return TrainRun(result, None, model_dir, None, len(parts["train"].ties), is_main_process=False)
+    result.model.save(model_dir)
     validation = parts["validation"]
     report = None
     if validation.pairs:

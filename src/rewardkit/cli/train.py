@@ -97,6 +97,8 @@ def train(
         resume_from=resume_from,
         progress=not as_json,
     )
+    if not run.is_main_process:
+        return
     res = run.result
     if as_json:
         print_json(
