@@ -9,15 +9,6 @@ import transformers
 from rewardkit.models import TextRewardModel, default_backbone
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small forward passes are fast on one thread and don't fight other work for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def minilm() -> TextRewardModel:
     """The real default backbone (all-MiniLM-L6-v2, offline), in eval mode; loaded once."""

@@ -15,15 +15,6 @@ from rewardkit.training import RewardConfig
 WORDS = "apple banana cherry river mountain cloud stone paper light water".split()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train fastest on one thread (and don't fight other work for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tokenizer():
     """The MiniLM tokenizer (offline); shared, never modified by the tests."""
