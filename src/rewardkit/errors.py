@@ -30,3 +30,7 @@ class RefError(StoreError):
 
 class ModelError(RewardkitError):
     """A backbone or model folder is missing or cannot be loaded."""
+
+
+class ConfigError(RewardkitError):
+    """A training hyperparameter is outside its range; the message names the field."""

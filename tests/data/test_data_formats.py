@@ -101,7 +101,8 @@ def test_trl_margin_from_csv_string_and_bad_margin():
 def test_trl_implicit_prompt_cuts_at_last_shared_whitespace():
     record = {"chosen": "The sky is blue today.", "rejected": "The sky is black."}
     [pair] = trl.to_pairs(LOC, record, "s")
-    assert (pair.prompt, pair.chosen, pair.rejected) == ("The sky is", "blue today.", "black.")
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("The sky is", " blue today.", " black.")
+    assert pair.prompt + pair.chosen == record["chosen"]
     [bare] = trl.to_pairs(LOC, {"chosen": "Yes", "rejected": "Yes, sure"}, "s")
     assert (bare.prompt, bare.chosen, bare.rejected) == ("", "Yes", "Yes, sure")
 
@@ -114,7 +115,7 @@ def test_trl_wrong_type():
 def test_hh_rlhf_prompt_ends_at_last_assistant_turn():
     [pair] = hh_rlhf.to_pairs(LOC, HH, "s")
     assert pair.prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help?\n\nAssistant:"
-    assert (pair.chosen, pair.rejected) == ("Sure, here.", "No.")
+    assert (pair.chosen, pair.rejected) == (" Sure, here.", " No.")  # prompt + chosen is the transcript
 
 
 def test_hh_rlhf_falls_back_when_final_turns_differ():
@@ -124,7 +125,7 @@ def test_hh_rlhf_falls_back_when_final_turns_differ():
     }
     [pair] = hh_rlhf.to_pairs(LOC, record, "s")
     assert pair.prompt == "\n\nHuman: hi\n\nAssistant:"
-    assert (pair.chosen, pair.rejected) == ("a  Human: more?\n\nAssistant: b", "c")
+    assert (pair.chosen, pair.rejected) == (" a  Human: more?\n\nAssistant: b", " c")
 
 
 def test_hh_rlhf_without_shared_assistant_turn():
@@ -199,7 +200,8 @@ def test_qa_feedback_six_pairs_with_ties():
         ("4", "2", False),
         ("3", "4", False),
     ]
-    assert {p.prompt for p in pairs} == {p.group for p in pairs} == {"Who wrote Hamlet?"}
+    assert {p.prompt for p in pairs} == {"Who wrote Hamlet?\n\n"}
+    assert {p.group for p in pairs} == {"Who wrote Hamlet?"}
 
 
 @pytest.mark.parametrize(
@@ -227,14 +229,14 @@ def test_qa_feedback_bad_labels(preference, message):
 def test_pandalm_majority(votes, chosen, tie):
     [pair] = pandalm.to_pairs(LOC, panda_record(*votes), "s")
     assert (pair.chosen, pair.tie) == (chosen, tie)
-    assert pair.prompt == "Rewrite it.\n\nsome input"
+    assert pair.prompt == "Rewrite it.\n\nsome input\n\n"
     assert (pair.subset, pair.group) == ("Grammarly", "Rewrite it.")
 
 
 def test_pandalm_empty_input_and_string_labels_and_bool_response():
     record = {**panda_record("2", "2", "1", input_text=""), "response1": True}
     [pair] = pandalm.to_pairs(LOC, record, "s")
-    assert (pair.prompt, pair.chosen, pair.rejected) == ("Rewrite it.", "two", "True")
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Rewrite it.\n\n", "two", "True")
 
 
 def test_pandalm_label_outside_convention():

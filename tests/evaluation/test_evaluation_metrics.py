@@ -55,6 +55,61 @@ def test_bootstrap_ci_narrows_with_lower_level_and_handles_edge_cases():
     assert math.isnan(low) and math.isnan(high)
 
 
+def test_group_bootstrap_with_singleton_groups_is_the_iid_bootstrap():
+    values = (np.random.default_rng(5).random(300) < 0.65).astype(float)
+    for seed in (0, 7):
+        iid = bootstrap_ci(values, seed=seed)
+        assert bootstrap_ci(values, groups=list(range(300)), seed=seed) == iid
+        # distinct keys of any hashable kind, in any order: same draws up to relabelling
+        keys = [f"q{i}" for i in np.random.default_rng(seed).permutation(300)]
+        low, high = bootstrap_ci(values, groups=keys, seed=seed)
+        assert high - low == pytest.approx(iid[1] - iid[0], abs=0.03)
+
+
+def test_group_bootstrap_is_wider_for_correlated_groups():
+    # 50 prompts x 6 identical pairs: effectively 50 observations, not 300
+    per_group = (np.random.default_rng(6).random(50) < 0.6).astype(float)
+    values = np.repeat(per_group, 6)
+    groups = np.repeat(np.arange(50), 6).tolist()
+    low_iid, high_iid = bootstrap_ci(values)
+    low, high = bootstrap_ci(values, groups=groups)
+    assert low <= values.mean() <= high
+    assert high - low > 2.0 * (high_iid - low_iid)  # about sqrt(6) = 2.45 times
+    # and it matches the i.i.d. interval of the 50 group means
+    assert (low, high) == pytest.approx(bootstrap_ci(per_group), abs=0.03)
+
+
+def test_group_bootstrap_contains_the_mean_is_deterministic_and_handles_unequal_sizes():
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 12, size=80)
+    groups = np.repeat([f"prompt {i}" for i in range(80)], sizes).tolist()
+    values = (rng.random(len(groups)) < 0.7).astype(float)
+    low, high = bootstrap_ci(values, groups=groups, seed=3)
+    assert 0.0 <= low < values.mean() < high <= 1.0
+    assert bootstrap_ci(values, groups=groups, seed=3) == (low, high)
+    assert bootstrap_ci(values, groups=groups, seed=4) != (low, high)
+    # interleaved order of the same clusters gives the same interval
+    order = rng.permutation(len(groups))
+    shuffled = bootstrap_ci(values[order], groups=[groups[i] for i in order], seed=3)
+    assert shuffled == pytest.approx((low, high), abs=0.03)
+    assert bootstrap_ci([1.0] * 6, groups=[1, 1, 2, 2, 3, 3]) == (1.0, 1.0)
+    empty = bootstrap_ci([], groups=[])
+    assert math.isnan(empty[0]) and math.isnan(empty[1])
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_ci([1.0, 0.0], groups=["a"])
+
+
+def test_group_bootstrap_is_fast():
+    import time
+
+    rng = np.random.default_rng(9)
+    values = (rng.random(3000) < 0.7).astype(float)
+    groups = np.repeat(np.arange(500), 6).tolist()
+    start = time.perf_counter()
+    bootstrap_ci(values, groups=groups)
+    assert time.perf_counter() - start < 1.0  # milliseconds in practice; generous for shared CI
+
+
 # ---------------------------------------------------------------- reliability
 def test_reliability_on_hand_made_diffs():
     ln3 = math.log(3.0)  # σ(ln 3) = 0.75

@@ -8,11 +8,12 @@ import math
 import pytest
 
 from rewardkit.data import PreferenceDataset, PreferencePair
-from rewardkit.evaluation import EvalReport, GroupStats, evaluate_model, report_from_rewards
+from rewardkit.evaluation import EvalReport, GroupStats, bootstrap_ci, evaluate_model, report_from_rewards
 
 
-def pair(prompt, chosen, rejected, source="a", subset=None, tie=False):
-    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, subset=subset, tie=tie)
+def pair(prompt, chosen, rejected, source="a", subset=None, tie=False, group=None):
+    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, subset=subset, tie=tie,
+                          group=group)
 
 
 # rewards by response text; lengths chosen so the longer-wins baseline is known
@@ -110,6 +111,34 @@ def test_report_is_deterministic_per_seed():
     assert a.to_dict() == b.to_dict()
     assert a.accuracy == pytest.approx(20 / 30)
     assert a.accuracy_ci[0] < 20 / 30 < a.accuracy_ci[1]
+
+
+def test_accuracy_ci_is_a_cluster_bootstrap_over_prompt_groups():
+    # 40 prompts x 6 pairs; the model is right on every pair of a prompt or on none
+    pairs = [
+        pair(f"q{q}", *(("good answer", "bad") if q % 5 < 3 else ("ok", "worse reply")))
+        for q in range(40) for _ in range(6)
+    ]
+    report = report_from_rewards(pairs, [], reward, seed=1)
+    correct = [1.0 if q % 5 < 3 else 0.0 for q in range(40) for _ in range(6)]
+    assert report.accuracy == pytest.approx(0.6)
+    assert report.accuracy_ci == bootstrap_ci(correct, groups=[p.prompt for p in pairs], seed=1)
+    low, high = report.accuracy_ci
+    low_iid, high_iid = bootstrap_ci(correct, seed=1)
+    assert low < 0.6 < high
+    assert high - low > 2.0 * (high_iid - low_iid)
+
+
+def test_accuracy_ci_groups_by_group_field_over_prompt():
+    # distinct prompts, but the `group` field ties each run of 6 pairs together
+    pairs = [
+        pair(f"q{q}-{k}", *(("good answer", "bad") if q % 2 else ("ok", "worse reply")), group=f"g{q}")
+        for q in range(30) for k in range(6)
+    ]
+    correct = [1.0 if q % 2 else 0.0 for q in range(30) for _ in range(6)]
+    report = report_from_rewards(pairs, [], reward)
+    assert report.accuracy_ci == bootstrap_ci(correct, groups=[f"g{q}" for q in range(30) for _ in range(6)])
+    assert report.accuracy_ci != bootstrap_ci(correct)
 
 
 # ---------------------------------------------------------------- evaluate_model

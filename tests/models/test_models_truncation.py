@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from rewardkit.models import Encoded, SpecialTokens, truncate_pair
 
@@ -103,7 +104,7 @@ def test_special_tokens_from_the_minilm_tokenizer(tokenizer_without_pad):
 
 def test_encode_with_a_real_tokenizer_keeps_the_end_of_the_prompt(minilm):
     prompt = "one two three four five six seven eight nine ten"
-    response = "alpha beta gamma"
+    response = " alpha beta gamma"  # prompt + response is the scored text
     enc = minilm.encode(prompt, response, max_length=2 + 3 + 4)
     assert len(enc.input_ids) == 9
     assert minilm.tokenizer.decode(enc.input_ids) == "[CLS] seven eight nine ten alpha beta gamma [SEP]"
@@ -116,3 +117,28 @@ def test_encode_with_a_real_tokenizer_keeps_the_end_of_the_prompt(minilm):
     enc = minilm.encode("", response, max_length=64)
     assert minilm.tokenizer.decode(enc.input_ids) == "[CLS] alpha beta gamma [SEP]"
     assert not enc.prompt_truncated and not enc.response_truncated
+
+
+def test_encode_equals_tokenizing_the_joined_text_with_byte_level_bpe():
+    """Byte-level BPE (GPT-2, Llama 3, Qwen) folds the space into the next token: the prompt and
+    response must be tokenized as one text, as TRL and transformers do, not as two."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rewardkit.models import TextRewardModel
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    corpus = ["Human: how do I bake bread? Assistant: Sure, mix flour and water."] * 20
+    raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", pad_token="<eos>")
+    model = TextRewardModel(torch.nn.Identity(), tokenizer)
+    prompt, response = "Human: how do I bake bread? Assistant:", " Sure, mix flour and water."
+    enc = model.encode(prompt, response, max_length=512)
+    assert enc.input_ids == tokenizer(prompt + response)["input_ids"]
+    assert not enc.prompt_truncated and not enc.response_truncated
+    short = model.encode(prompt, response, max_length=len(enc.input_ids) - 2)
+    assert short.prompt_truncated and not short.response_truncated
+    assert short.input_ids[-4:] == enc.input_ids[-4:]  # the response survives whole

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from rewardkit.errors import StoreError
+from rewardkit.store import objects
 from rewardkit.store.objects import ObjectStore, blob_id, tensor_bytes, tensor_id
 
 
@@ -90,6 +92,40 @@ def test_failed_write_leaves_no_temp_file(
         store.put_blob(b"data")
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
     assert not store.has(blob_id(b"data"))
+
+
+def test_undo_on_error_deletes_only_new_objects(store: ObjectStore) -> None:
+    kept = store.put_blob(b"old")
+    with store.undo_on_error():  # success keeps everything
+        done = store.put_blob(b"done")
+    before = sorted(store.root.rglob("*"))
+    with pytest.raises(KeyError), store.undo_on_error():
+        assert store.put_blob(b"old") == kept
+        new = store.put_tensor(torch.ones(3)).id
+        assert store.has(new)
+        raise KeyError("boom")
+    assert sorted(store.root.rglob("*")) == before  # fan-out folder removed too
+    assert store.has(kept) and store.has(done) and not store.has(new)
+    store.put_blob(b"new")  # outside a block nothing is recorded
+    with pytest.raises(KeyError), store.undo_on_error():
+        raise KeyError("boom")
+    assert store.has(blob_id(b"new"))
+
+
+@pytest.mark.skipif(objects.fcntl is None, reason="no flock here")
+def test_undo_on_error_blocks_are_exclusive(store: ObjectStore) -> None:
+    entered = threading.Event()
+
+    def other() -> None:
+        with ObjectStore(store.root).undo_on_error():
+            entered.set()
+
+    with store.undo_on_error():
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not entered.wait(0.2)
+    assert entered.wait(5)
+    thread.join()
 
 
 def test_verify_detects_corruption(store: ObjectStore) -> None:

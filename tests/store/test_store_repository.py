@@ -219,8 +219,41 @@ def test_commit_refused_when_branch_moves_meanwhile(
         return put_blob(data)
 
     monkeypatch.setattr(repo.objects, "put_blob", racing_put_blob)
-    commits_before = repo.commits.count()
+    commits_before, objects_before = repo.commits.count(), object_paths(repo)
     with pytest.raises(StoreError, match=f"ref main moved: expected {first.id}, found {other.id}"):
-        repo.commit_tensors(tiny_tensors(2), {}, "mine")
+        repo.commit_tensors(tiny_tensors(2), {"a.txt": b"new"}, "mine")
     assert repo.branches()["main"] == other.id
     assert repo.commits.count() == commits_before  # commit row rolled back with the ref move
+    assert object_paths(repo) == objects_before  # and the objects it wrote deleted
+
+
+def test_failed_commit_deletes_only_the_objects_it_created(
+    repo: Repository, tiny_tensors, snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = repo.commit_tensors(tiny_tensors(0), {"config.json": b"{}"}, "first")
+    shared = set(repo.objects.ids())
+    before = snapshot(repo)
+    tensors = tiny_tensors(0)
+    tensors["embed.weight"] = torch.ones(10, 4)  # new; the other three tensors are shared
+    files = {"config.json": b"{}", "notes.txt": b"new"}  # one shared blob, one new
+    written: set[str] = set()
+
+    def failing_set_ref(*args: object) -> None:
+        written.update(set(repo.objects.ids()) - shared)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(repo.refs, "set_ref", failing_set_ref)
+    with pytest.raises(RuntimeError, match="disk full"):
+        repo.commit_tensors(tensors, files, "second")
+    assert len(written) == 3  # the new tensor, blob and manifest were written, then deleted
+    assert snapshot(repo) == before
+    assert set(repo.objects.ids()) == shared
+    assert repo.load_tensors(first.id).keys() == tiny_tensors(0).keys()  # verifies every object
+    monkeypatch.undo()
+    assert repo.commit_tensors(tensors, files, "second").parents == [first.id]
+    assert written < set(repo.objects.ids())
+
+
+def object_paths(repo: Repository) -> list[str]:
+    """Every file and folder under objects/."""
+    return sorted(str(p.relative_to(repo.path)) for p in (repo.path / "objects").rglob("*"))

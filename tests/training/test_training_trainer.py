@@ -212,3 +212,21 @@ def test_disable_dropout_turns_every_dropout_layer_off(tiny_model, make_config, 
         pairs, tmp_path, progress=False)
     dropouts = [m for m in result.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(m.p == 0.0 for m in dropouts)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_or_no_checkpoint(tiny_model, pairs, make_config, tmp_path):
+    from rewardkit.errors import RewardkitError
+
+    train(tiny_model, pairs, make_config(epochs=1, save_steps=2), tmp_path / "first")
+    checkpoint = tmp_path / "first" / "checkpoints" / "step-2"
+    with pytest.raises(RewardkitError, match="other settings \\(batch_size\\)"):
+        train(tiny_model, pairs, make_config(epochs=1, save_steps=2, batch_size=4), tmp_path / "x", resume_from=checkpoint)
+    with pytest.raises(RewardkitError, match="not a rewardkit checkpoint"):
+        train(tiny_model, pairs, make_config(epochs=1), tmp_path / "y", resume_from=tmp_path / "nowhere")
+
+
+def test_max_length_beyond_the_backbone_positions_is_refused(tiny_model, make_config):
+    from rewardkit.errors import ModelError
+
+    with pytest.raises(ModelError, match="--max-length 64 or less"):
+        RewardTrainer(make_config(max_length=1024), model=tiny_model())

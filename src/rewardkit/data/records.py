@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 class PreferencePair:
     """One human preference between two responses to the same prompt.
 
-    Prompt and responses are separate texts. For conversational data ``prompt + chosen`` is
-    exactly the rendered conversation; transcript formats (hh-rlhf, TRL implicit prompt) drop
-    the whitespace between them (the prompt ends in ``"Assistant:"``, the response starts with
-    its first word), so join them with a space or encode them as a text pair. The adapters in
+    The text a reward model scores is exactly ``prompt + chosen`` (or ``prompt + rejected``),
+    TRL's convention: every adapter keeps the separator between prompt and response (hh-rlhf
+    and TRL implicit-prompt responses keep their leading space; qa-feedback and PandaLM prompts
+    end in a blank line), so the concatenation reads as the original text. The adapters in
     :mod:`rewardkit.data.formats` document how each format fills every field.
 
     Attributes:

@@ -33,7 +33,9 @@ class EvalReport:
         n_ties: Tied pairs, scored but excluded from accuracy.
         accuracy: Pairwise accuracy: share of pairs where ``r_chosen > r_rejected``
             (equal rewards count one half).
-        accuracy_ci: 95% percentile-bootstrap interval of ``accuracy`` (1000 resamples).
+        accuracy_ci: 95% cluster-bootstrap interval over prompt groups (1000 resamples):
+            whole groups of pairs sharing :attr:`PreferencePair.group_key` are resampled,
+            since pairs of one prompt are correlated (see :func:`bootstrap_ci`).
         mean_margin: Mean of ``r_chosen - r_rejected``, in reward units.
         longer_wins_accuracy: Accuracy of the baseline that prefers the longer response
             (in characters) on the same pairs.
@@ -112,7 +114,13 @@ def evaluate_model(
 def report_from_rewards(
     pairs: Sequence[PreferencePair], ties: Sequence[PreferencePair], reward, seed: int = 0  # noqa: ANN001
 ) -> EvalReport:
-    """Build an :class:`EvalReport` given ``reward(pair, response) -> float``."""
+    """Build an :class:`EvalReport` given ``reward(pair, response) -> float``.
+
+    The accuracy interval is a cluster bootstrap over :attr:`PreferencePair.group_key`
+    (Field & Welsh 2007, "Bootstrapping clustered data"): several pairs of one prompt
+    (6 per question in qa-feedback, ~6 per instruction in PandaLM) are not independent,
+    and resampling them i.i.d. would understate the uncertainty.
+    """
     diff = np.array([reward(p, p.chosen) - reward(p, p.rejected) for p in pairs], dtype=np.float64)
     correct = pairwise_correct(diff)
     longer = longer_wins([len(p.chosen) for p in pairs], [len(p.rejected) for p in pairs])
@@ -122,7 +130,7 @@ def report_from_rewards(
         n_pairs=len(pairs),
         n_ties=len(ties),
         accuracy=_mean(correct),
-        accuracy_ci=bootstrap_ci(correct, seed=seed),
+        accuracy_ci=bootstrap_ci(correct, groups=[p.group_key for p in pairs], seed=seed),
         mean_margin=_mean(diff),
         longer_wins_accuracy=_mean(longer),
         ece=calib.ece,

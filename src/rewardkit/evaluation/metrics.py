@@ -5,7 +5,7 @@ All functions take plain sequences or arrays; ``diff[i] = r_chosen[i] - r_reject
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,24 +18,58 @@ def pairwise_correct(diff: Sequence[float]) -> np.ndarray:
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+    values: Sequence[float],
+    *,
+    groups: Sequence[Hashable] | None = None,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of a mean (Efron & Tibshirani 1993, ch. 13).
+    """Percentile bootstrap confidence interval of a mean, optionally clustered.
+
+    Without ``groups`` the items are resampled i.i.d. (Efron & Tibshirani 1993, ch. 13).
+    That is too narrow when items are correlated within clusters, e.g. several preference
+    pairs built from one prompt. With ``groups`` (one hashable key per value) this is the
+    cluster bootstrap (Davison & Hinkley 1997, "Bootstrap Methods and their Application",
+    §3.8; Field & Welsh 2007, "Bootstrapping clustered data", JRSS B 69(3)): each resample
+    draws as many whole groups as there are, with replacement, and its statistic is the
+    mean over all items of the drawn groups, ``Σ group sums / Σ group sizes`` (a ratio
+    estimator when group sizes differ). With every group a single item it is the i.i.d.
+    bootstrap, and for the same ``seed`` gives the same interval.
+
+    Vectorised: per-group sums and sizes, then one ``(n_resamples, n_groups)`` matrix of
+    drawn group indices; 1000 resamples over a few thousand items take milliseconds.
 
     Args:
         values: Per-item values, e.g. :func:`pairwise_correct`.
+        groups: Cluster key per value (e.g. :attr:`PreferencePair.group_key`), or
+            ``None`` for i.i.d. resampling.
         n_resamples: Bootstrap resamples.
         level: Coverage, 0.95 for a 95% interval.
         seed: Seed of the resampling.
 
     Returns:
         ``(low, high)``; ``(nan, nan)`` for no values.
+
+    Raises:
+        ValueError: ``groups`` has a different length than ``values``.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if groups is not None and len(groups) != v.size:
+        raise ValueError(f"groups has {len(groups)} keys for {v.size} values")
     if v.size == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_resamples, v.size))].mean(axis=1)
+    if groups is None:
+        means = v[rng.integers(0, v.size, size=(n_resamples, v.size))].mean(axis=1)
+    else:
+        index: dict[Hashable, int] = {}
+        codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.intp, count=v.size)
+        n_groups = len(index)
+        sums = np.bincount(codes, weights=v, minlength=n_groups)
+        sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+        draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+        means = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
     alpha = (1.0 - level) / 2
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return (float(low), float(high))

@@ -82,20 +82,40 @@ class TextRewardModel(nn.Module):
         return cls(backbone, tokenizer)
 
     @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the backbone's position embeddings allow, if it says."""
+        return getattr(self.backbone.config, "max_position_embeddings", None)
+
+    @property
+    def max_length(self) -> int:
+        """Default token budget for scoring: the tokenizer's ``model_max_length`` (training sets
+        it to its ``max_length`` before saving), capped by :attr:`max_positions`, else 512."""
+        limits = [n for n in (self.tokenizer.model_max_length, self.max_positions) if n and n < 1_000_000]
+        return min(limits, default=512)
+
+    @property
     def name_or_path(self) -> str:
         """Where the backbone was loaded from (``config._name_or_path``)."""
         return str(getattr(self.backbone.config, "_name_or_path", ""))
 
     # ------------------------------------------------------------------ encoding
     def encode(self, prompt: str, response: str, max_length: int) -> Encoded:
-        """Token ids of ``prompt + response`` with special tokens, at most ``max_length`` long.
+        """Token ids of the text ``prompt + response`` with special tokens, at most ``max_length`` long.
 
-        The prompt is trimmed from the left first, then the response from the right; the
+        The text is tokenized once, as TRL and transformers tokenize it, so an untruncated
+        encoding equals ``tokenizer(prompt + response)["input_ids"]``; character offsets tell
+        which tokens belong to the prompt (a token straddling the boundary counts as prompt).
+        Then the prompt is trimmed from the left first, the response from the right; the
         returned :class:`Encoded` says which were trimmed.
         """
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        return truncate_pair(prompt_ids, response_ids, self.special, max_length)
+        if not self.tokenizer.is_fast:  # slow tokenizers have no offsets: tokenize the parts apart
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+            response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+            return truncate_pair(prompt_ids, response_ids, self.special, max_length)
+        enc = self.tokenizer(prompt + response, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        n_prompt = sum(1 for start, _ in enc["offset_mapping"] if start < len(prompt))
+        return truncate_pair(ids[:n_prompt], ids[n_prompt:], self.special, max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad token id lists to the longest one.

@@ -7,7 +7,8 @@ An object is a canonical header followed by a payload, named by the SHA-256 of b
 
 The file at ``objects/ab/cdef…`` holds exactly those bytes, so re-hashing a file verifies it.
 The headers are defined once (:func:`tensor_header`, :func:`blob_header`), and so are the ids
-(:func:`tensor_id`, :func:`blob_id`). Objects are written once, atomically, and never modified.
+(:func:`tensor_id`, :func:`blob_id`). Objects are written once, atomically, and never modified;
+only :meth:`ObjectStore.undo_on_error` deletes the ones its failed block created.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rewardkit.errors import StoreError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - e.g. Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _TMP_PREFIX = ".tmp-"
@@ -166,6 +173,7 @@ class ObjectStore:
     def __init__(self, root: str | Path) -> None:
         """Use the object folder ``root`` (created on first write)."""
         self.root = Path(root)
+        self._created: list[str] | None = None  # ids written inside undo_on_error()
 
     def path(self, id: str) -> Path:
         """Return the file path of object ``id``.
@@ -201,6 +209,33 @@ class ObjectStore:
         id = _object_id(header, payload)
         self._write(id, header, payload)
         return TensorRef(id=id, dtype=dtype, shape=shape, nbytes=len(payload))
+
+    @contextmanager
+    def undo_on_error(self) -> Iterator[None]:
+        """Delete the objects written in the block if it raises, then re-raise.
+
+        Only objects the block created are deleted; one that was already stored is kept,
+        since another commit may use it. The block holds an exclusive lock on the store
+        (``flock`` on ``root``), so no other process can start using a new object before
+        the block has kept or deleted it: such blocks in other processes wait for each
+        other. Not reentrant.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._created = created = []
+            try:
+                yield
+            except BaseException:
+                for id in reversed(created):
+                    self._delete(id)
+                raise
+            finally:
+                self._created = None
+        finally:
+            os.close(fd)  # releases the lock
 
     def get_bytes(self, id: str, *, verify: bool = False) -> bytes:
         """Return the payload of object ``id`` (blob bytes, or a tensor's raw bytes).
@@ -285,7 +320,18 @@ class ObjectStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if self._created is not None:
+            self._created.append(id)
         _fsync_dir(path.parent)
+
+    def _delete(self, id: str) -> None:
+        """Remove object ``id`` and its folder if now empty (best effort: never raises)."""
+        path = self.path(id)
+        with suppress(OSError):
+            path.chmod(0o644)  # objects are read-only, and Windows refuses to delete those
+            path.unlink()
+        with suppress(OSError):
+            path.parent.rmdir()  # fails if other objects are there
 
 
 def _fsync_dir(folder: Path) -> None:

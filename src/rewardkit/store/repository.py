@@ -166,6 +166,14 @@ class Repository:
         written, so a commit that changes one tensor writes one tensor object (plus the
         manifest). The branch moves by compare-and-swap from the head read here.
 
+        A refused or failed commit leaves the repository as it was: if anything fails
+        after the first object is written (the branch moved meanwhile, a database or disk
+        error, an interrupt), the commit row and branch move are rolled back together, the
+        objects this call created are deleted, and the error is re-raised. Objects that were
+        already stored (shared with other commits by dedup) are kept. Commits in other
+        processes wait while this one writes objects, so none can start using an object
+        this call may still delete.
+
         Args:
             tensors: Tensor name (as in ``model.safetensors``) -> tensor, any device.
             files: Relative POSIX path -> content, e.g. ``{"config.json": b"{...}"}``.
@@ -199,19 +207,20 @@ class Repository:
         )
         Commit.create("", [], message, author, **meta)  # validate before writing any object
 
-        head = self.refs.get(branch)
-        put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
-        manifest = Manifest(
-            tensors={n: TensorEntry.from_ref(put_tensor(t)) for n, t in tensors.items()},
-            files={n: put_blob(data) for n, data in files.items()},
-        )
-        commit = Commit.create(
-            manifest.store(self.objects), [head] if head else [], message, author, **meta
-        )
-        with db.transaction(self.engine) as conn:
-            self.commits.add(commit, conn)
-            summary = message.strip().splitlines()[0]
-            self.refs.set_ref(branch, commit.id, head, f"commit: {summary}", conn)
+        with self.objects.undo_on_error():  # a failed commit deletes the objects it wrote
+            head = self.refs.get(branch)
+            put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
+            manifest = Manifest(
+                tensors={n: TensorEntry.from_ref(put_tensor(t)) for n, t in tensors.items()},
+                files={n: put_blob(data) for n, data in files.items()},
+            )
+            commit = Commit.create(
+                manifest.store(self.objects), [head] if head else [], message, author, **meta
+            )
+            with db.transaction(self.engine) as conn:
+                self.commits.add(commit, conn)
+                summary = message.strip().splitlines()[0]
+                self.refs.set_ref(branch, commit.id, head, f"commit: {summary}", conn)
         return commit
 
     def commit_dir(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rewardkit.errors import ConfigError
+
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 (the field's help text)
     return field(default=default, metadata={"help": help})
@@ -47,6 +49,33 @@ class RewardConfig:
     logging_steps: int = _f(10, "Optimizer steps between logged points of the loss/accuracy curves.")
     save_steps: int | None = _f(None, "Write a resumable checkpoint every N optimizer steps.")
     num_threads: int | None = _f(None, "torch CPU threads; default: torch's choice.")
+
+    def __post_init__(self) -> None:
+        """Validate at the boundary, naming the field and the fix.
+
+        Raises:
+            ConfigError: A value outside its range.
+        """
+        at_least_one = ["batch_size", "gradient_accumulation_steps", "logging_steps", "limit", "save_steps",
+                        "num_threads"]
+        for name in at_least_one:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.max_length < 4:
+            raise ConfigError(f"max_length must be at least 4 tokens (room for special tokens), got {self.max_length}")
+        if not self.epochs > 0:
+            raise ConfigError(f"epochs must be more than 0, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be more than 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("weight_decay and max_grad_norm must not be negative")
+        split = tuple(self.split)
+        if len(split) != 3 or min(split) < 0 or split[0] <= 0 or abs(sum(split) - 1) > 1e-6:
+            raise ConfigError(f"split must be three fractions (train, validation, test) summing to 1 with "
+                              f"train > 0, got {self.split}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""

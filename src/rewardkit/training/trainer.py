@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from rewardkit.data import PreferencePair
+from rewardkit.errors import ModelError, RewardkitError
 from rewardkit.models import TextRewardModel
 from rewardkit.training.batching import (
     LengthGroupedBatches,
@@ -40,7 +41,7 @@ class TrainResult:
     """What one training run did.
 
     Attributes:
-        model: The trained model (on the CPU, in eval mode).
+        model: The trained model, in eval mode.
         n_pairs: Training pairs used, all of them (none dropped).
         prompts_truncated: Pairs whose prompt was trimmed to fit ``max_length``.
         responses_truncated: Pairs whose response was trimmed.
@@ -96,6 +97,10 @@ class RewardTrainer:
             torch.set_num_threads(config.num_threads)
         set_seed(config.seed)  # before loading: the fresh head's init depends on it
         self.model = model if model is not None else TextRewardModel.load(config.base_model)
+        limit = self.model.max_positions
+        if limit is not None and config.max_length > limit:
+            raise ModelError(f"max_length {config.max_length} is longer than the backbone's {limit} positions; "
+                             f"use --max-length {limit} or less")
         # accelerate keeps mixed precision in a process-wide singleton and refuses a second,
         # different value; forget it (keeping the process group) so that one Python process
         # can train with and without bf16, as transformers' Trainer does.
@@ -128,6 +133,7 @@ class RewardTrainer:
         cfg, acc = self.config, self.accelerator
         if not pairs:
             raise ValueError("no training pairs")
+        state = self._checkpoint_state(Path(resume_from)) if resume_from is not None else None
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         show = progress and acc.is_local_main_process
@@ -169,7 +175,6 @@ class RewardTrainer:
         window_loss, window_acc, window_n = 0.0, 0.0, 0
         if resume_from is not None:
             acc.load_state(str(resume_from))
-            state = json.loads((Path(resume_from) / STATE_FILE).read_text())
             done_batches = state["batches"]
             curves = Curves.from_rows(state["curves"])
             window_loss, window_acc, window_n = state.get("window", (0.0, 0.0, 0))
@@ -246,8 +251,27 @@ class RewardTrainer:
         chosen, rejected = rewards.chunk(2)
         margin = batch["margin"] if self.config.use_margin else None
         loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_rewards_coefficient)
-        accuracy = (chosen > rejected).float().mean().item()
+        accuracy = ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item()
         return loss, accuracy
+
+    def _checkpoint_state(self, folder: Path) -> dict:
+        """Our counters from a checkpoint folder, after checking it belongs to this configuration.
+
+        Raises:
+            RewardkitError: The folder is not a checkpoint, or was written with other settings.
+        """
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise RewardkitError(f"{folder} is not a rewardkit checkpoint (no readable {STATE_FILE}); "
+                                 "give a checkpoints/step-N folder of an earlier run") from exc
+        free = {"logging_steps", "save_steps", "num_threads"}  # may change between the runs
+        ours = self.config.to_dict()
+        changed = sorted(k for k, v in state.get("config", {}).items() if k not in free and ours.get(k) != v)
+        if changed:
+            raise RewardkitError(f"{folder} was written with other settings ({', '.join(changed)}); "
+                                 "resume with the same configuration and data")
+        return state
 
     def _checkpoint(
         self, folder: Path, batches: int, curves: Curves, window: tuple[float, float, int]

@@ -4,8 +4,8 @@ Each transcript reads ``"\n\nHuman: ...\n\nAssistant: ..."``. The prompt is the 
 transcript up to and including its last ``"\n\nAssistant:"`` marker, provided the rejected
 transcript starts with the same text; otherwise (a few records whose final turns differ in
 length) it is the common prefix of both cut at its last ``"\n\nAssistant:"``. The responses
-are the rest of each transcript with leading whitespace removed, so a prompt always ends in
-``"Assistant:"`` and is joined to a response by a space (or encoded as a text pair).
+are the rest of each transcript, leading space included, so a prompt always ends in
+``"Assistant:"`` and ``prompt + chosen`` is the chosen transcript again.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[Pr
         )
     pair = PreferencePair(
         prompt=chosen[:end],
-        chosen=chosen[end:].lstrip(),
-        rejected=rejected[end:].lstrip(),
+        chosen=chosen[end:],
+        rejected=rejected[end:],
         source=source_name,
         location=location,
     )

@@ -2,7 +2,8 @@ r"""PandaLM test set: two responses to an instruction, judged by three annotator
 
 Each ``annotator1``..``annotator3`` says 1 (``response1`` better), 2 (``response2`` better) or 0
 (tie). The majority label is the preference; a majority of 0, or no majority (1, 2, 0), is a tie.
-The prompt is ``instruction``, followed by ``"\n\n"`` and ``input`` when ``input`` is not empty.
+The prompt is ``instruction``, followed by ``"\n\n"`` and ``input`` when ``input`` is not empty,
+and ends in ``"\n\n"`` so that ``prompt + response`` reads naturally.
 ``subset`` is ``motivation_app`` and ``group`` the instruction (about 170 distinct ones), so a
 split keeps every response to an instruction together. A response stored as a JSON bool or
 number (six records of testset-v1 hold ``true`` for the answer "True") is read as ``str(value)``.
@@ -37,7 +38,7 @@ def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[Pr
     fields.require(location, record, EXPECTS, NAME)
     instruction = fields.text(location, record, "instruction")
     extra = fields.optional_text(record, "input")
-    prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+    prompt = (f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction) + "\n\n"
     votes = Counter(fields.label(location, name, record[name], LABELS) for name in ANNOTATORS)
     label, count = votes.most_common(1)[0]
     winner = label if count >= 2 else 0

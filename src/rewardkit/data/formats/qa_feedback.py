@@ -5,8 +5,8 @@ A record holds ``question``, ``passages``, ``prediction 1`` .. ``prediction 4`` 
 order, where 1 = the first of the pair is preferred, 2 = the second, 0 = tie. Each record gives
 six pairs (ties included, with ``tie=True`` and ``chosen`` = the first answer).
 
-The prompt is the question alone: the retrieved ``passages`` are not included (they run to
-thousands of characters and would crowd the answers out of a short context). ``group`` is the
+The prompt is the question alone, followed by ``"\n\n"``: the retrieved ``passages`` are not
+included (they run to thousands of characters and would crowd the answers out of a short context). ``group`` is the
 question, so a split keeps the four answers of a question together.
 """
 
@@ -52,7 +52,7 @@ def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[Pr
         chosen, rejected = (second, first) if value == 2 else (first, second)
         pairs.append(
             PreferencePair(
-                prompt=question,
+                prompt=question + "\n\n",
                 chosen=answers[chosen],
                 rejected=answers[rejected],
                 source=source_name,

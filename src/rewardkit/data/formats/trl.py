@@ -3,7 +3,7 @@
 With an explicit ``prompt`` the record is taken as is, keeping ``margin`` (a number) and
 ``subset`` when present (RewardBench style). Without one (TRL's implicit prompt) the prompt is
 the longest common prefix of ``chosen`` and ``rejected`` cut back to its last whitespace, so that
-no word is split; the responses are the rest with leading whitespace removed.
+no word is split; the responses are the rest, so ``prompt + chosen`` is ``chosen`` again.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[Pr
 def split_common_prefix(chosen: str, rejected: str) -> tuple[str, str, str]:
     """Split two texts into (prompt, chosen, rejected) at the last whitespace they share.
 
-    Example: ``("The sky is blue.", "The sky is grey.")`` -> ``("The sky is", "blue.",
-    "grey.")``. Texts sharing no whitespace-delimited prefix give an empty prompt.
+    Example: ``("The sky is blue.", "The sky is grey.")`` -> ``("The sky is", " blue.",
+    " grey.")``. Texts sharing no whitespace-delimited prefix give an empty prompt.
     """
     prefix = os.path.commonprefix([chosen, rejected])
     cut = next((i for i in range(len(prefix) - 1, -1, -1) if prefix[i].isspace()), -1)
     if cut < 0:
         return "", chosen, rejected
-    return prefix[:cut].rstrip(), chosen[cut:].lstrip(), rejected[cut:].lstrip()
+    return prefix[:cut], chosen[cut:], rejected[cut:]
