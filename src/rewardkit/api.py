@@ -10,15 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewardkit.data import PreferencePair, load_pairs
+from rewardkit.data import PreferenceDataset, PreferencePair, fingerprint, load_pairs
+from rewardkit.data.split import SPLITS
+from rewardkit.errors import DataError
 from rewardkit.evaluation import EvalReport, evaluate_model
 from rewardkit.models import TextRewardModel
 from rewardkit.store import Commit, Repository
 from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
 
 DataSource = str | Path | Sequence[str | Path]
-DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-SPLITS = ("train", "validation", "test", "all")
+DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what models.default_backbone() ships
 
 
 @dataclass
@@ -27,16 +28,17 @@ class TrainRun:
 
     Attributes:
         result: What the trainer did (pairs, truncations, speed, curves).
-        validation: Evaluation on the held-out validation split.
+        evaluations: Reports by name: ``"validation"`` and ``"test"`` (the held-out splits of
+            the training data) and one per ``eval_data`` source (its file name).
         model_dir: The saved model folder (loads with ``from_pretrained``).
-        commit: The commit, when one was asked for.
+        commit: The commit, when one was asked for; its metrics hold every evaluation.
         n_ties_dropped: Tied pairs of the training split, left out of training.
         is_main_process: False in the other processes of a multi-process run, which neither
             save, evaluate nor commit.
     """
 
     result: TrainResult
-    validation: EvalReport | None
+    evaluations: dict[str, EvalReport]
     model_dir: Path
     commit: Commit | None
     n_ties_dropped: int
@@ -48,50 +50,60 @@ def train(
     config: RewardConfig | None = None,
     *,
     format: str | None = None,  # noqa: A002 (the data format, as in --format)
+    eval_data: Sequence[str | Path] = (),
     output_dir: str | Path = "runs/latest",
     commit_message: str | None = None,
     repo: Repository | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
 ) -> TrainRun:
-    """Train a text reward model on the training split of ``data``; optionally commit it.
+    """Train a text reward model on the training split of ``data``; evaluate it; optionally commit it.
 
     Each source is split by prompt group into train/validation/test (``config.split``,
-    seeded by ``config.seed``); ties are dropped from training and counted.
+    seeded by ``config.seed``); ties are dropped from training and counted. After training
+    the model is evaluated on the validation and test splits and on every ``eval_data``
+    source (all of it, format detected), and the commit records all of those metrics.
 
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
+        ConfigError: A hyperparameter is out of range.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
     """
     config = config or RewardConfig()
     if commit_message is not None and repo is None:
         repo = Repository.discover()  # fail before training, not after
     trainer = RewardTrainer(config)
-    parts = load_pairs(data, format, render_chat=chat_renderer(trainer.model)).split(config.split, config.seed)
+    render = chat_renderer(trainer.model)
+    parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
+    held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
+    held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}  # read before training
     train_pairs = _first_per_source(parts["train"].pairs, config.limit)
 
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(output_dir) / "model"
+    n_ties = len(parts["train"].ties)
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process saves and commits
-        return TrainRun(result, None, model_dir, None, len(parts["train"].ties), is_main_process=False)
+        return TrainRun(result, {}, model_dir, None, n_ties, is_main_process=False)
+    result.model.tokenizer.model_max_length = config.max_length  # so a checkout scores as trained
     result.model.save(model_dir)
-    validation = parts["validation"]
-    report = None
-    if validation.pairs:
-        report = evaluate_model(result.model, validation, max_length=config.max_length, progress=progress)
+    reports = {name: evaluate_model(result.model, dataset, max_length=config.max_length, progress=progress)
+               for name, dataset in held_out.items()}
 
     commit = None
     if commit_message is not None:
-        metrics = result.metrics() | (report.metrics("validation") if report else {})
+        metrics = result.metrics()
+        for name, report in reports.items():
+            metrics |= report.metrics(name)
         commit = repo.commit_dir(
             model_dir, commit_message,
-            params={"config": config.to_dict(), "data": _names(data), "formats": parts["train"].formats},
+            params={"config": config.to_dict(), "data": _names(data), "eval_data": _names(eval_data),
+                    "formats": parts["train"].formats},
             metrics=metrics,
-            data_fingerprint=parts["train"].fingerprint,
+            data_fingerprint=fingerprint(train_pairs),
             backbone=config.base_model or DEFAULT_BACKBONE_NAME,
         )
-    return TrainRun(result, report, model_dir, commit, len(parts["train"].ties))
+    return TrainRun(result, reports, model_dir, commit, n_ties)
 
 
 def evaluate(
@@ -115,27 +127,28 @@ def evaluate(
         split: ``"all"``, or ``"train"``/``"validation"``/``"test"`` to recompute the split a
             stored model was trained with (its seed and fractions come from the commit).
         repo: Repository for refs; discovered when needed.
-        max_length: Token budget per text; default the model's training ``max_length``, else 512.
+        max_length: Token budget per text; default the model's training ``max_length``.
         batch_size: Texts per forward pass.
         progress: Show progress bars.
 
     Raises:
-        DataError: Unknown split, unreadable data, or no pairs in the chosen split.
+        DataError: Unknown split, a split asked of a model with no stored training config,
+            unreadable data, or no pairs in the chosen split.
         RefError: ``model`` is neither a folder nor a known ref.
     """
-    from rewardkit.errors import DataError
-
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split not in (*SPLITS, "all"):
+        raise DataError(f"unknown split {split!r}: expected one of {', '.join((*SPLITS, 'all'))}")
     loaded, config = load_model(model, repo)
     dataset = load_pairs(data, format, render_chat=chat_renderer(loaded))
     if split != "all":
-        cfg = config or RewardConfig()
-        dataset = dataset.split(cfg.split, cfg.seed)[split]
+        if config is None:
+            raise DataError(f"--split {split} needs the seed and fractions the model was trained with, and "
+                            f"{model} has none stored: give a ref of the repository, or --split all")
+        dataset = dataset.split(config.split, config.seed)[split]
         if not dataset.pairs:
-            raise DataError(f"the {split} split of {_names(data)} holds no preference pair")
-    budget = max_length or (config.max_length if config else 512)
-    return evaluate_model(loaded, dataset, max_length=budget, batch_size=batch_size, progress=progress)
+            raise DataError(f"the {split} split of {', '.join(_names(data))} holds no preference pair")
+    return evaluate_model(loaded, dataset, max_length=max_length or loaded.max_length, batch_size=batch_size,
+                          progress=progress)
 
 
 def score(
@@ -146,20 +159,26 @@ def score(
     repo: Repository | None = None,
     max_length: int | None = None,
 ) -> list[float]:
-    """Rewards of ``prompt + response`` texts (prompts default to empty)."""
-    loaded, config = load_model(model, repo)
-    budget = max_length or (config.max_length if config else 512)
-    return loaded.score(prompts or [""] * len(responses), responses, max_length=budget)
+    """Rewards of the texts ``prompt + response`` (prompts default to empty), in input order."""
+    loaded, _ = load_model(model, repo)
+    return loaded.score(prompts or [""] * len(responses), responses, max_length=max_length or loaded.max_length)
 
 
-def score_pairs(model: str | Path | TextRewardModel, pairs: Sequence[PreferencePair],
-                *, repo: Repository | None = None) -> list[tuple[float, float]]:
-    """``(r_chosen, r_rejected)`` for each pair."""
-    loaded, config = load_model(model, repo)
-    budget = config.max_length if config else 512
-    chosen = loaded.score([p.prompt for p in pairs], [p.chosen for p in pairs], max_length=budget)
-    rejected = loaded.score([p.prompt for p in pairs], [p.rejected for p in pairs], max_length=budget)
-    return list(zip(chosen, rejected, strict=True))
+def score_data(
+    model: str | Path | TextRewardModel,
+    data: DataSource,
+    *,
+    format: str | None = None,  # noqa: A002
+    repo: Repository | None = None,
+) -> tuple[PreferenceDataset, list[tuple[float, float]]]:
+    """``(r_chosen, r_rejected)`` for every pair and tie of ``data``, pairs first, then ties."""
+    loaded, _ = load_model(model, repo)
+    dataset = load_pairs(data, format, render_chat=chat_renderer(loaded))
+    items = dataset.pairs + dataset.ties
+    prompts = [p.prompt for p in items]
+    chosen = loaded.score(prompts, [p.chosen for p in items], max_length=loaded.max_length)
+    rejected = loaded.score(prompts, [p.rejected for p in items], max_length=loaded.max_length)
+    return dataset, list(zip(chosen, rejected, strict=True))
 
 
 def load_model(
@@ -212,6 +231,6 @@ __all__ = [
     "evaluate",
     "load_model",
     "score",
-    "score_pairs",
+    "score_data",
     "train",
 ]

@@ -96,3 +96,18 @@ def test_no_repository(cli):
 def test_usage_error_exits_2(cli):
     code, _, _ = cli("train")  # --data is required
     assert code == 2
+
+
+def test_split_of_a_folder_without_training_config(cli, tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "ok.jsonl", [GOOD] * 3)
+    code, _, err = cli("eval", "--model", tiny_model_dir, "--data", data, "--split", "test")
+    assert code == 2 and "--split test needs the seed" in err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--epochs", "0"), ("--max-length", "2")])
+def test_out_of_range_hyperparameter(cli, tmp_path, tiny_model_dir, repo_with_commit, flag, value):
+    data = write_jsonl(tmp_path / "ok.jsonl", [GOOD] * 3)
+    before = repo_snapshot(repo_with_commit)
+    code, _, err = cli("train", "--data", data, "--base-model", tiny_model_dir, flag, value, "--commit")
+    assert code == 2 and flag.lstrip("-").replace("-", "_") in err and err.count("\n") == 1
+    assert repo_snapshot(repo_with_commit) == before

@@ -54,7 +54,7 @@ def test_train_commit_log_show_eval_checkout_score(cli, tmp_path, tiny_model_dir
 
     code, out, _ = cli("score", "main", "--data", data, "--json")
     rows = json.loads(out)
-    assert len(rows) == 40 and all(abs(r["margin"] - (r["chosen"] - r["rejected"])) < 1e-9 for r in rows)
+    assert len(rows) == 40 and all(abs(r["difference"] - (r["chosen"] - r["rejected"])) < 1e-9 for r in rows)
 
 
 def test_main_tilde_and_second_commit_dedups_unchanged_tensors(cli, tmp_path, tiny_model_dir):

@@ -220,7 +220,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings_or_no_checkpoint(tiny_mod
     train(tiny_model, pairs, make_config(epochs=1, save_steps=2), tmp_path / "first")
     checkpoint = tmp_path / "first" / "checkpoints" / "step-2"
     with pytest.raises(RewardkitError, match="other settings \\(batch_size\\)"):
-        train(tiny_model, pairs, make_config(epochs=1, save_steps=2, batch_size=4), tmp_path / "x", resume_from=checkpoint)
+        other = make_config(epochs=1, save_steps=2, batch_size=4)
+        train(tiny_model, pairs, other, tmp_path / "x", resume_from=checkpoint)
     with pytest.raises(RewardkitError, match="not a rewardkit checkpoint"):
         train(tiny_model, pairs, make_config(epochs=1), tmp_path / "y", resume_from=tmp_path / "nowhere")
 

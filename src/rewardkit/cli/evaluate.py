@@ -10,7 +10,6 @@ import typer
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import console, eval_table, print_json
-from rewardkit.data import load_pairs
 from rewardkit.evaluation import plot_reliability
 
 ModelArg = Annotated[str, typer.Option("--model", help="A ref (main, main~1, commit-id prefix) or a model folder.")]
@@ -74,16 +73,14 @@ def score(
             table.add_row(f"{reward:+.4f}", text)
         console.print(table)
         return
-    dataset = load_pairs(data, format)
-    pairs = dataset.pairs + dataset.ties
-    scored = api.score_pairs(model, pairs, repo=r)
-    rows = [{"location": p.location, "tie": p.tie, "chosen": c, "rejected": j, "margin": c - j}
-            for p, (c, j) in zip(pairs, scored, strict=True)]
+    dataset, scored = api.score_data(model, data, format=format, repo=r)
+    rows = [{"location": p.location, "tie": p.tie, "chosen": c, "rejected": j, "difference": c - j}
+            for p, (c, j) in zip(dataset.pairs + dataset.ties, scored, strict=True)]
     if as_json:
         print_json(rows)
         return
     table = Table("record", "r_chosen", "r_rejected", "r_chosen − r_rejected", "tie")
     for row in rows:
         table.add_row(row["location"], f"{row['chosen']:+.4f}", f"{row['rejected']:+.4f}",
-                      f"{row['margin']:+.4f}", "tie" if row["tie"] else "")
+                      f"{row['difference']:+.4f}", "tie" if row["tie"] else "")
     console.print(table)

@@ -27,6 +27,11 @@ def train(
         ),
     ],
     format: FormatOption = None,  # noqa: A002
+    eval_data: Annotated[
+        list[str] | None,
+        typer.Option("--eval-data", help="More data to evaluate on after training (all of it); the metrics go "
+                     "into the commit. Repeat for several.", show_default=False),
+    ] = None,
     base_model: Annotated[str | None, typer.Option(help=H("base_model"), show_default=False)] = None,
     max_length: Annotated[int, typer.Option(help=H("max_length"))] = D.max_length,
     epochs: Annotated[float, typer.Option(help=H("epochs"))] = D.epochs,
@@ -39,9 +44,15 @@ def train(
     center_rewards: Annotated[
         float | None, typer.Option(help=H("center_rewards_coefficient"), show_default=False)
     ] = None,
+    weight_decay: Annotated[float, typer.Option(help=H("weight_decay"))] = D.weight_decay,
+    max_grad_norm: Annotated[float, typer.Option(help=H("max_grad_norm"))] = D.max_grad_norm,
+    use_margin: Annotated[bool, typer.Option(help=H("use_margin"))] = D.use_margin,
+    disable_dropout: Annotated[bool, typer.Option(help=H("disable_dropout"))] = D.disable_dropout,
+    group_by_length: Annotated[bool, typer.Option(help=H("group_by_length"))] = D.group_by_length,
     bf16: Annotated[bool, typer.Option(help=H("bf16"))] = D.bf16,
     seed: Annotated[int, typer.Option(help=H("seed"))] = D.seed,
     limit: Annotated[int | None, typer.Option(help=H("limit"), show_default=False)] = None,
+    logging_steps: Annotated[int, typer.Option(help=H("logging_steps"))] = D.logging_steps,
     save_steps: Annotated[int | None, typer.Option(help=H("save_steps"), show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(help=H("num_threads"), show_default=False)] = None,
     output_dir: Annotated[
@@ -66,7 +77,8 @@ def train(
 
     Each source is split by prompt into train/validation/test; ties are dropped from
     training and counted; long pairs are truncated, never dropped. The model is evaluated
-    on the validation split and, with --commit, stored with its config and metrics.
+    on the validation and test splits (and --eval-data) and, with --commit, stored with its
+    config and all those metrics.
     """
     config = RewardConfig(
         base_model=base_model,
@@ -77,9 +89,15 @@ def train(
         learning_rate=learning_rate,
         warmup_ratio=warmup_ratio,
         center_rewards_coefficient=center_rewards,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        use_margin=use_margin,
+        disable_dropout=disable_dropout,
+        group_by_length=group_by_length,
         bf16=bf16,
         seed=seed,
         limit=limit,
+        logging_steps=logging_steps,
         save_steps=save_steps,
         num_threads=threads,
     )
@@ -91,6 +109,7 @@ def train(
         data,
         config,
         format=format,
+        eval_data=eval_data or [],
         output_dir=run_dir,
         commit_message=message,
         repo=target_repo,
@@ -107,7 +126,7 @@ def train(
                 "commit": run.commit.id if run.commit else None,
                 "train": res.metrics(),
                 "ties_dropped": run.n_ties_dropped,
-                "validation": run.validation.to_dict() if run.validation else None,
+                "evaluations": {name: report.to_dict() for name, report in run.evaluations.items()},
             }
         )
         return
@@ -117,7 +136,7 @@ def train(
         f"{res.pairs_per_second:.1f} pairs/s; final loss {res.final_loss:.4f}, train accuracy {res.final_accuracy:.3f}"
     )
     console.print(f"model: {run.model_dir}   curves: {run_dir / 'curves.csv'}, {run_dir / 'curves.png'}")
-    if run.validation:
-        console.print(eval_table(run.validation, "validation split"))
+    for name, report in run.evaluations.items():
+        console.print(eval_table(report, f"{name} split" if name in ("validation", "test") else name))
     if run.commit:
         console.print(f"[bold]committed[/] {run.commit.id[:10]}: {run.commit.message}")

@@ -88,8 +88,11 @@ class TextRewardModel(nn.Module):
 
     @property
     def max_length(self) -> int:
-        """Default token budget for scoring: the tokenizer's ``model_max_length`` (training sets
-        it to its ``max_length`` before saving), capped by :attr:`max_positions`, else 512."""
+        """Default token budget for scoring.
+
+        The tokenizer's ``model_max_length`` (training sets it to its ``max_length`` before
+        saving), capped by :attr:`max_positions`; 512 when neither says.
+        """
         limits = [n for n in (self.tokenizer.model_max_length, self.max_positions) if n and n < 1_000_000]
         return min(limits, default=512)
 

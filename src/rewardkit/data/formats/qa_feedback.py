@@ -1,4 +1,4 @@
-"""FineGrainedRLHF qa-feedback: four answers to one question, ranked pairwise.
+r"""FineGrainedRLHF qa-feedback: four answers to one question, ranked pairwise.
 
 A record holds ``question``, ``passages``, ``prediction 1`` .. ``prediction 4`` and
 ``preference``: six labels for the answer pairs (1,2), (1,3), (1,4), (2,3), (2,4), (3,4), in that
@@ -6,8 +6,8 @@ order, where 1 = the first of the pair is preferred, 2 = the second, 0 = tie. Ea
 six pairs (ties included, with ``tie=True`` and ``chosen`` = the first answer).
 
 The prompt is the question alone, followed by ``"\n\n"``: the retrieved ``passages`` are not
-included (they run to thousands of characters and would crowd the answers out of a short context). ``group`` is the
-question, so a split keeps the four answers of a question together.
+included (they run to thousands of characters and would crowd the answers out of a short
+context). ``group`` is the question, so a split keeps the four answers of a question together.
 """
 
 from __future__ import annotations
