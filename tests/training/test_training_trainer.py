@@ -170,6 +170,9 @@ def test_bf16_runs_on_cpu_with_autocast(tiny_model, pairs, make_config, tmp_path
     after = snapshot(result.model)
     assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())  # weights stay fp32
     assert any(not torch.equal(start[k], after[k]) for k in start)
+    seen.clear()
+    result.model.score(["q"], [" an answer"])
+    assert seen == [torch.float32]  # the returned model scores in float32, without the autocast wrapper
 
 
 def test_no_pair_is_dropped_with_a_tiny_max_length(tiny_model, pairs, make_config, tmp_path):

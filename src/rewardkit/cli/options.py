@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from rewardkit.data import FORMATS
 from rewardkit.store import Repository
 
 RepoOption = Annotated[
@@ -17,8 +18,8 @@ RepoOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 FormatOption = Annotated[
     str | None,
-    typer.Option("--format", help="Data format (trl, trl-conversational, hh-rlhf, qa-feedback, pandalm); "
-                 "detected from the first record when omitted."),
+    typer.Option("--format", help=f"Data format ({', '.join(FORMATS)}); detected from the first record when "
+                 "omitted."),
 ]
 
 

@@ -227,7 +227,7 @@ class RewardTrainer:
         seconds = time.perf_counter() - start
 
         acc.wait_for_everyone()
-        trained = acc.unwrap_model(model)
+        trained = acc.unwrap_model(model, keep_fp32_wrapper=False)  # later scoring runs in float32
         trained.eval()
         if acc.is_main_process:
             curves.write(output_dir)
