@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewardkit.data import PreferenceDataset, PreferencePair, fingerprint, load_pairs
+from rewardkit.data import PreferenceDataset, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
 from rewardkit.errors import DataError
 from rewardkit.evaluation import EvalReport, evaluate_model
@@ -78,7 +78,7 @@ def train(
     parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
     held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
     held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}  # read before training
-    train_pairs = _first_per_source(parts["train"].pairs, config.limit)
+    train_pairs = parts["train"].first_per_source(config.limit).pairs
 
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(output_dir) / "model"
@@ -208,18 +208,6 @@ def chat_renderer(model: TextRewardModel):  # noqa: ANN201 (Callable | None)
     if not getattr(tokenizer, "chat_template", None):
         return None
     return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)
-
-
-def _first_per_source(pairs: list[PreferencePair], limit: int | None) -> list[PreferencePair]:
-    if limit is None:
-        return pairs
-    taken: dict[str, int] = {}
-    kept = []
-    for pair in pairs:
-        if taken.get(pair.source, 0) < limit:
-            taken[pair.source] = taken.get(pair.source, 0) + 1
-            kept.append(pair)
-    return kept
 
 
 def _names(data: DataSource) -> list[str]:

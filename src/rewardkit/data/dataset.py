@@ -72,3 +72,19 @@ class PreferenceDataset:
                 formats=dict(self.formats),
             )
         return parts
+
+    def first_per_source(self, n: int | None) -> PreferenceDataset:
+        """The first ``n`` pairs of each source, in order (ties dropped); all pairs when ``n`` is None.
+
+        Unlike ``load_pairs(limit=...)``, which stops reading a source early, this cuts a
+        dataset already loaded and split, e.g. a training split down to ``--limit`` pairs.
+        """
+        if n is None:
+            return self
+        taken: Counter[str] = Counter()
+        kept = []
+        for pair in self.pairs:
+            if taken[pair.source] < n:
+                taken[pair.source] += 1
+                kept.append(pair)
+        return PreferenceDataset(pairs=kept, n_records=len({p.location for p in kept}), formats=dict(self.formats))
