@@ -111,3 +111,8 @@ def test_out_of_range_hyperparameter(cli, tmp_path, tiny_model_dir, repo_with_co
     code, _, err = cli("train", "--data", data, "--base-model", tiny_model_dir, flag, value, "--commit")
     assert code == 2 and flag.lstrip("-").replace("-", "_") in err and err.count("\n") == 1
     assert repo_snapshot(repo_with_commit) == before
+
+
+def test_usage_errors_are_one_line_too(cli):
+    code, _, err = cli("train")
+    assert code == 2 and err == "error: Missing option '--data'. (see `rewardkit train --help`)\n"

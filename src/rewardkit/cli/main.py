@@ -30,11 +30,13 @@ app.command()(repo.checkout)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit with code 2."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="rewardkit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except TyperException as exc:  # usage errors (typer's own ClickException): exit code 2
-        exc.show()
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "rewardkit"
+        print(f"error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
         return exc.exit_code
     except typer.Abort:
         print("aborted", file=sys.stderr)
