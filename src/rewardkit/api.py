@@ -13,7 +13,7 @@ from pathlib import Path
 from rewardkit.data import PreferenceDataset, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
 from rewardkit.errors import DataError
-from rewardkit.evaluation import EvalReport, evaluate_model
+from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
 from rewardkit.models import TextRewardModel
 from rewardkit.store import Commit, Repository
 from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
@@ -175,10 +175,8 @@ def score_data(
     loaded, _ = load_model(model, repo)
     dataset = load_pairs(data, format, render_chat=chat_renderer(loaded))
     items = dataset.pairs + dataset.ties
-    prompts = [p.prompt for p in items]
-    chosen = loaded.score(prompts, [p.chosen for p in items], max_length=loaded.max_length)
-    rejected = loaded.score(prompts, [p.rejected for p in items], max_length=loaded.max_length)
-    return dataset, list(zip(chosen, rejected, strict=True))
+    reward_of = reward_table(loaded, items, max_length=loaded.max_length)
+    return dataset, [(reward_of[(p.prompt, p.chosen)], reward_of[(p.prompt, p.rejected)]) for p in items]
 
 
 def load_model(

@@ -1,6 +1,6 @@
 """Reward-model evaluation: pairwise accuracy with bootstrap CI, per-group tables, calibration."""
 
-from rewardkit.evaluation.evaluate import EvalReport, GroupStats, evaluate_model, report_from_rewards
+from rewardkit.evaluation.evaluate import EvalReport, GroupStats, evaluate_model, report_from_rewards, reward_table
 from rewardkit.evaluation.metrics import bootstrap_ci, longer_wins, pairwise_correct, reliability
 from rewardkit.evaluation.plots import plot_reliability
 
@@ -14,4 +14,5 @@ __all__ = [
     "plot_reliability",
     "reliability",
     "report_from_rewards",
+    "reward_table",
 ]

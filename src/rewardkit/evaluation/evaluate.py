@@ -103,12 +103,27 @@ def evaluate_model(
         seed: Seed of the bootstrap.
         progress: Show a progress bar.
     """
-    all_pairs = [*dataset.pairs, *dataset.ties]
-    texts = sorted({(p.prompt, r) for p in all_pairs for r in (p.chosen, p.rejected)})
+    reward_of = reward_table(model, [*dataset.pairs, *dataset.ties], max_length=max_length, batch_size=batch_size,
+                             progress=progress)
+    return report_from_rewards(dataset.pairs, dataset.ties, lambda p, r: reward_of[(p.prompt, r)], seed=seed)
+
+
+def reward_table(
+    model: TextRewardModel,
+    pairs: Sequence[PreferencePair],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[tuple[str, str], float]:
+    """Reward of every distinct ``(prompt, response)`` of ``pairs``, each text scored once.
+
+    qa-feedback answers appear in three pairs each, so scoring distinct texts saves work.
+    """
+    texts = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
     rewards = model.score([t[0] for t in texts], [t[1] for t in texts], max_length=max_length,
                           batch_size=batch_size, progress=progress)
-    reward_of = dict(zip(texts, rewards, strict=True))
-    return report_from_rewards(dataset.pairs, dataset.ties, lambda p, r: reward_of[(p.prompt, r)], seed=seed)
+    return dict(zip(texts, rewards, strict=True))
 
 
 def report_from_rewards(

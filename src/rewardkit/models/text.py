@@ -96,11 +96,6 @@ class TextRewardModel(nn.Module):
         limits = [n for n in (self.tokenizer.model_max_length, self.max_positions) if n and n < 1_000_000]
         return min(limits, default=512)
 
-    @property
-    def name_or_path(self) -> str:
-        """Where the backbone was loaded from (``config._name_or_path``)."""
-        return str(getattr(self.backbone.config, "_name_or_path", ""))
-
     # ------------------------------------------------------------------ encoding
     def encode(self, prompt: str, response: str, max_length: int) -> Encoded:
         """Token ids of the text ``prompt + response`` with special tokens, at most ``max_length`` long.

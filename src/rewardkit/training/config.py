@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from rewardkit.errors import ConfigError
+from rewardkit.data.split import check_fractions
+from rewardkit.errors import ConfigError, DataError
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 (the field's help text)
@@ -72,10 +73,12 @@ class RewardConfig:
             raise ConfigError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ConfigError("weight_decay and max_grad_norm must not be negative")
-        split = tuple(self.split)
-        if len(split) != 3 or min(split) < 0 or split[0] <= 0 or abs(sum(split) - 1) > 1e-6:
-            raise ConfigError(f"split must be three fractions (train, validation, test) summing to 1 with "
-                              f"train > 0, got {self.split}")
+        try:
+            check_fractions(self.split)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.split[0] <= 0:
+            raise ConfigError(f"split needs a training share above 0, got {tuple(self.split)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
