@@ -152,9 +152,10 @@ def test_missing_field_names_field_and_format():
 def test_conversational_implicit_prompt_is_shared_leading_messages():
     record = {"chosen": [user("hi"), bot("hello")], "rejected": [user("hi"), bot("go away")]}
     [pair] = chat.to_pairs(LOC, record, "s")
-    assert pair.prompt == "User: hi"
+    assert pair.prompt == "User: hi\n\nAssistant:"  # rendered with the generation prompt, as TRL does
     assert pair.prompt + pair.chosen == "User: hi\n\nAssistant: hello"
-    assert pair.rejected == "\n\nAssistant: go away"
+    assert pair.rejected == " go away"
+    assert pair.group == "hi"
 
 
 def test_conversational_explicit_prompt_and_string_prompt():
@@ -168,16 +169,14 @@ def test_conversational_explicit_prompt_and_string_prompt():
 
 
 def test_conversational_custom_renderer():
-    def template(messages):
-        return "".join(f"<{m['role']}>{m['content']}</s>" for m in messages)
+    def template(messages, add_generation_prompt=False, **options):
+        return "".join(f"<{m['role']}>{m['content']}</s>" for m in messages) + (
+            "<assistant>" if add_generation_prompt else ""
+        )
 
     record = {"chosen": [user("hi"), bot("yes")], "rejected": [user("hi"), bot("no")]}
     [pair] = get_adapter("trl-conversational", render_chat=template)(LOC, record, "s")
-    assert (pair.prompt, pair.chosen, pair.rejected) == (
-        "<user>hi</s>",
-        "<assistant>yes</s>",
-        "<assistant>no</s>",
-    )
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("<user>hi</s><assistant>", "yes</s>", "no</s>")
 
 
 def test_render_plain():

@@ -35,8 +35,8 @@ def test_conversational_from_parquet_with_renderer(write):
     }
     path = write("chat.parquet", [record])
     [plain] = load_pairs(path).pairs
-    assert (plain.prompt, plain.chosen) == ("User: hi", "\n\nAssistant: yes")
-    [custom] = load_pairs(path, render_chat=lambda ms: "|".join(m["content"] for m in ms)).pairs
+    assert (plain.prompt, plain.chosen) == ("User: hi\n\nAssistant:", " yes")
+    [custom] = load_pairs(path, render_chat=lambda ms, **options: "|".join(m["content"] for m in ms)).pairs
     assert (custom.prompt, custom.chosen, custom.rejected) == ("hi", "|yes", "|no")
 
 

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from rewardkit.data.fingerprint import fingerprint
 from rewardkit.data.records import PreferencePair
-from rewardkit.data.split import SPLITS, Fractions, assign_groups, check_fractions
+from rewardkit.data.split import SPLITS, Fractions, assign_groups
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,9 @@ class PreferenceDataset:
     Attributes:
         pairs: Pairs with a preference (``tie=False``), in source order; what a
             Bradley-Terry loss trains on.
-        ties: Pairs whose annotators had no preference (``tie=True``), in source order;
-            dropped from training, reported separately in evaluation.
+        ties: Pairs whose annotators had no preference, or whose chosen and rejected texts
+            are identical (``tie=True``), in source order; dropped from training, reported
+            separately in evaluation.
         n_records: Number of raw records the pairs and ties came from.
         formats: Format name per source, e.g. ``{"data/dev.json.gz": "qa-feedback"}``.
     """
@@ -33,9 +34,22 @@ class PreferenceDataset:
         """Number of (non-tie) pairs."""
         return len(self.pairs)
 
+    @property
+    def n_identical(self) -> int:
+        """Ties whose two responses are the same text (labelled pairs that prefer nothing)."""
+        return sum(pair.identical for pair in self.ties)
+
+    @property
+    def n_empty(self) -> int:
+        """Pairs and ties with an empty (or whitespace-only) chosen or rejected response.
+
+        Empty responses are real data (a model that says nothing), kept and counted.
+        """
+        return sum(pair.has_empty_response for pair in self.pairs + self.ties)
+
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 hex of the pairs then the ties (see :mod:`rewardkit.data.fingerprint`)."""
+        """SHA-256 hex of the content of the pairs and ties, in any order (see :mod:`rewardkit.data.fingerprint`)."""
         return fingerprint(self.pairs + self.ties)
 
     def split(
@@ -43,24 +57,21 @@ class PreferenceDataset:
     ) -> dict[str, PreferenceDataset]:
         """Split into ``{"train", "validation", "test"}`` datasets without splitting a group.
 
-        Each source (``pair.source``) is split on its own, so every source gets its share of
-        held-out pairs; ties follow their group. A group already placed by an earlier source
-        keeps its split in later ones, so no group crosses splits. Counts use pairs and ties;
-        ``n_records`` of each part counts the distinct record locations in it.
+        Every source (``pair.source``) gets its share of held-out pairs; ties follow their
+        group; a group never crosses splits, even when it spans sources. The split depends on
+        the seed and the content only, not on the order of the pairs or of the sources (see
+        :mod:`rewardkit.data.split`). ``n_records`` of each part counts the distinct record
+        locations in it.
 
         Args:
             fractions: Target shares of (train, validation, test); non-negative, sum 1.
-            seed: Seed of the group shuffle; same data and seed give the same split.
+            seed: Seed of the group order; same data and seed give the same split.
 
         Raises:
             DataError: If ``fractions`` is not three non-negative numbers summing to 1.
         """
-        check_fractions(fractions)
         items = self.pairs + self.ties
-        where: dict[str, int] = {}
-        for source in dict.fromkeys(pair.source for pair in items):
-            sizes = Counter(pair.group_key for pair in items if pair.source == source)
-            where.update(assign_groups(sizes, fractions, seed, fixed=where))
+        where = assign_groups(((pair.source, pair.group_key) for pair in items), fractions, seed)
         parts = {}
         for index, name in enumerate(SPLITS):
             pairs = [p for p in self.pairs if where[p.group_key] == index]

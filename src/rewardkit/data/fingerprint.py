@@ -1,10 +1,18 @@
-r"""Dataset fingerprints: the SHA-256 of one canonical serialization of the pairs.
+r"""Dataset fingerprints: the SHA-256 of one canonical serialization of the pairs' content.
 
-The bytes hashed are defined here and only here (:func:`canonical_line`): one JSON object per
-pair with the fields ``prompt, chosen, rejected, source, margin, subset, tie, group``
-(``location`` is left out: moving a file does not change its data), keys sorted, no spaces,
-UTF-8, each line ending in ``"\n"``. Equal pairs in equal order give equal fingerprints;
-reordering pairs changes it.
+The bytes hashed are defined here and only here. :func:`canonical_line` writes one JSON object
+per pair with the content fields ``prompt, chosen, rejected, margin, tie, subset``, keys sorted,
+no spaces, UTF-8, ending in ``"\n"``; :func:`fingerprint` hashes those lines **sorted**, so a
+dataset is identified by the multiset of its normalised pairs. Left out on purpose:
+
+* ``source`` (``"<format>:<file name>"``) and ``location``: the same records as ``.jsonl``,
+  ``.jsonl.gz``, ``.json``, ``.parquet``, ``.csv`` or under another name are the same data;
+* ``group``: derived from the content by the format adapter, for splitting;
+* the order of the pairs: reading records in another order does not change the data (the
+  split does not depend on it either, see :mod:`rewardkit.data.split`).
+
+Equal content gives equal fingerprints; any change to a content field, or a pair added or
+removed (duplicates count), changes it.
 """
 
 from __future__ import annotations
@@ -15,19 +23,20 @@ from collections.abc import Iterable
 
 from rewardkit.data.records import PreferencePair
 
-FIELDS = ("prompt", "chosen", "rejected", "source", "margin", "subset", "tie", "group")
+FIELDS = ("prompt", "chosen", "rejected", "margin", "tie", "subset")
+"""The content fields of a pair that a fingerprint covers."""
 
 
 def canonical_line(pair: PreferencePair) -> bytes:
-    r"""The canonical bytes of one pair: sorted-key compact JSON plus ``"\n"``, UTF-8."""
+    r"""The canonical bytes of one pair: sorted-key compact JSON of :data:`FIELDS` plus ``"\n"``, UTF-8."""
     content = {name: getattr(pair, name) for name in FIELDS}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8") + b"\n"
 
 
 def fingerprint(pairs: Iterable[PreferencePair]) -> str:
-    """Return the SHA-256 hex digest (64 characters) of the pairs' canonical lines, in order."""
+    """Return the SHA-256 hex digest (64 characters) of the pairs' canonical lines, sorted."""
     digest = hashlib.sha256()
-    for pair in pairs:
-        digest.update(canonical_line(pair))
+    for line in sorted(canonical_line(pair) for pair in pairs):
+        digest.update(line)
     return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def load_pairs(
         render_chat: Renders a list of ``{role, content}`` messages to text for
             conversational data, e.g. a tokenizer's ``apply_chat_template``; default
             ``"User: hi\n\nAssistant: hello"``.
+
+    A pair whose chosen and rejected texts are identical expresses no preference and is
+    counted with the ties (:attr:`PreferenceDataset.n_identical`); empty responses are kept
+    (:attr:`PreferenceDataset.n_empty`).
 
     Returns:
         The pairs, the ties, the record count and the format of each source. Pairs name their
@@ -77,6 +82,8 @@ def _load_source(
     for location, record in chain([first], records):
         n_records += 1
         for pair in to_pairs(location, record, source_name):
+            if pair.identical:  # identical texts prefer nothing: a tie
+                pair = replace(pair, tie=True)
             (ties if pair.tie else pairs).append(pair)
         if limit is not None and len(pairs) >= limit:
             del pairs[limit:]

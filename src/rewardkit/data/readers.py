@@ -1,8 +1,9 @@
 """Read raw records from files (.jsonl, .json, .parquet, .csv, each optionally .gz) or Hugging Face.
 
 Every reader yields ``(location, record)``: ``location`` is ``"path:LINE"`` (1-based) for JSON
-lines and ``"path[INDEX]"`` (0-based) for JSON lists, parquet and csv rows, so that adapters can
-name the exact record in their messages. Nothing here knows about preference formats.
+lines and csv rows (the line the row starts on) and ``"path[INDEX]"`` (0-based) for JSON lists
+and parquet rows, so that adapters can name the exact record in their messages. A UTF-8 byte
+order mark at the start of a text file is skipped. Nothing here knows about preference formats.
 """
 
 from __future__ import annotations
@@ -137,10 +138,11 @@ def _open_binary(path: Path) -> BinaryIO:
 def _decode(data: bytes, path: str, offset: int = 0, line: int = 1) -> str:
     """Decode UTF-8; on failure name the line and the file byte offset of the first bad byte.
 
-    ``offset`` and ``line`` say where ``data`` starts in the file.
+    ``offset`` and ``line`` say where ``data`` starts in the file; at offset 0 a byte order
+    mark (``EF BB BF``, which Excel and Notepad write) is dropped.
     """
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig" if offset == 0 else "utf-8")
     except UnicodeDecodeError as error:
         line += data.count(b"\n", 0, error.start)
         raise DataError(
@@ -239,9 +241,24 @@ def _read_parquet(stream: BinaryIO, path: str) -> Iterator[tuple[str, Record]]:
 
 
 def _read_csv(stream: BinaryIO, path: str) -> Iterator[tuple[str, Record]]:
-    text = _decode(_read_bytes(stream, path), path)
+    """Rows of a CSV file with a header line; strict quoting, so a broken quote is an error.
+
+    Without ``strict`` the csv module reads an unterminated quote as one field running to the
+    end of the file, and the damage shows only as a wrong field count far away.
+    """
+    reader = csv.DictReader(io.StringIO(_decode(_read_bytes(stream, path), path), newline=""), strict=True)
+    start = 1  # line of the row about to be read
     try:
-        for index, row in enumerate(csv.DictReader(io.StringIO(text, newline=""))):
-            yield f"{path}[{index}]", dict(row)
+        if reader.fieldnames is None:  # reads the header
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            yield f"{path}:{start}", dict(row)
+            start = reader.line_num + 1
     except csv.Error as error:
-        raise DataError(f"{path}: malformed CSV ({error})") from None
+        if "unexpected end of data" in str(error):
+            raise DataError(
+                f"{path}:{start}: unterminated quote: a field opened with '\"' on this row is never "
+                "closed; close it, or double a quote inside a quoted field (\"\")"
+            ) from None
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None

@@ -29,7 +29,9 @@ class PreferencePair:
         tie: True when annotators had no preference. Ties are dropped from training
             and reported separately in evaluation.
         group: Key for group-aware splitting; pairs with the same group always land in
-            the same split. Defaults to the prompt (see :attr:`group_key`).
+            the same split. Defaults to the prompt (see :attr:`group_key`). Multi-turn
+            transcripts (hh-rlhf, TRL conversational) set it to their first human turn
+            (:func:`first_turn_group`), since their later records extend earlier conversations.
         location: ``"file:line"`` or ``"file[index]"`` of the source record, for messages.
     """
 
@@ -47,3 +49,26 @@ class PreferencePair:
     def group_key(self) -> str:
         """The key that keeps related pairs in one split: :attr:`group` or else the prompt."""
         return self.group if self.group is not None else self.prompt
+
+    @property
+    def identical(self) -> bool:
+        """Whether chosen and rejected are the same text: no preference, so loaded as a tie."""
+        return self.chosen == self.rejected
+
+    @property
+    def has_empty_response(self) -> bool:
+        """Whether chosen or rejected is empty or whitespace only (kept: real data, but counted)."""
+        return not self.chosen.strip() or not self.rejected.strip()
+
+
+def first_turn_group(turn: str) -> str:
+    """The group key of a conversation: its first human turn, whitespace collapsed and case-folded.
+
+    In hh-rlhf a later record's prompt is often an earlier record's conversation plus more
+    turns, and many records open with the same question; grouping by the whole prompt would
+    put them in different splits, so that a test response can appear inside a training prompt.
+    Keying by the normalised opening turn keeps such conversations together.
+
+    Example: ``first_turn_group("  How do I  bake bread? ")`` -> ``"how do i bake bread?"``.
+    """
+    return " ".join(turn.split()).casefold()

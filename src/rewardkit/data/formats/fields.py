@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,10 +74,11 @@ def label(location: str, name: str, value: Any, meanings: Mapping[int, str]) -> 
 
 
 def optional_float(location: str, record: Mapping[str, Any], name: str) -> float | None:
-    """Return numeric field ``name`` as a float, None when absent or empty.
+    """Return numeric field ``name`` as a finite float, None when absent or empty.
 
     Raises:
-        DataError: If the field is present but not a number.
+        DataError: If the field is present but not a number, or not finite (``NaN``,
+            ``Infinity``, ``1e999``, ``"nan"``): one such margin would turn every loss into NaN.
     """
     value = record.get(name)
     if value is None or value == "":
@@ -84,9 +86,12 @@ def optional_float(location: str, record: Mapping[str, Any], name: str) -> float
     try:
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{location}: field '{name}' must be a number, got {value!r:.60}") from None
+    if not math.isfinite(number):
+        raise DataError(f"{location}: field '{name}' must be a finite number, got {value!r:.60}")
+    return number
 
 
 def optional_text(record: Mapping[str, Any], name: str) -> str | None:

@@ -6,6 +6,11 @@ transcript starts with the same text; otherwise (a few records whose final turns
 length) it is the common prefix of both cut at its last ``"\n\nAssistant:"``. The responses
 are the rest of each transcript, leading space included, so a prompt always ends in
 ``"Assistant:"`` and ``prompt + chosen`` is the chosen transcript again.
+
+``group`` is the first human turn, normalised (:func:`~rewardkit.data.records.first_turn_group`):
+a later record's prompt is often an earlier record's conversation plus more turns, and many
+records open with the same request, so splitting by the whole prompt would leak
+conversations (even a test pair's response, inside a training prompt) across the split.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 from typing import Any
 
 from rewardkit.data.formats import fields
-from rewardkit.data.records import PreferencePair
+from rewardkit.data.records import PreferencePair, first_turn_group
 from rewardkit.errors import DataError
 
 NAME = "hh-rlhf"
@@ -54,6 +59,14 @@ def to_pairs(location: str, record: dict[str, Any], source_name: str) -> list[Pr
         chosen=chosen[end:],
         rejected=rejected[end:],
         source=source_name,
+        group=first_turn_group(first_human_turn(chosen)),
         location=location,
     )
     return [pair]
+
+
+def first_human_turn(transcript: str) -> str:
+    r"""The text of the first ``"\n\nHuman:"`` turn, up to the next ``"\n\nAssistant:"`` (or the end)."""
+    start = transcript.find(HUMAN)
+    opening = transcript[start + len(HUMAN) :] if start >= 0 else transcript
+    return opening.split(ASSISTANT, 1)[0]
