@@ -5,17 +5,15 @@ The CLI calls exactly these functions and only renders what they return.
 
 from __future__ import annotations
 
-import functools
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from rewardkit.data import PreferenceDataset, fingerprint, load_pairs, render_plain
-from rewardkit.data.formats import ChatRenderer
+from rewardkit.data import PreferenceDataset, chat_template_renderer, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
 from rewardkit.errors import DataError
 from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
@@ -89,7 +87,7 @@ def train(
     config = config or RewardConfig()
     if commit_message is not None and repo is None:
         repo = Repository.discover()  # fail before training, not after
-    render = chat_renderer(lambda: load_tokenizer(config.base_model))
+    render = chat_template_renderer(lambda: load_tokenizer(config.base_model))
     parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
     held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
     held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}
@@ -161,7 +159,7 @@ def evaluate(
         if split != "all" and source.config is None:
             raise DataError(f"--split {split} needs the seed and fractions the model was trained with, and "
                             f"{model} has none stored: give a ref of the repository, or --split all")
-        dataset = load_pairs(data, format, render_chat=chat_renderer(source.tokenizer))
+        dataset = load_pairs(data, format, render_chat=chat_template_renderer(source.tokenizer))
         if split != "all":
             dataset = dataset.split(source.config.split, source.config.seed)[split]
             if not dataset.pairs:
@@ -196,7 +194,7 @@ def score_data(
     The data is read and checked before the model's weights are loaded.
     """
     with open_model(model, repo) as source:
-        dataset = load_pairs(data, format, render_chat=chat_renderer(source.tokenizer))
+        dataset = load_pairs(data, format, render_chat=chat_template_renderer(source.tokenizer))
         loaded = source.load()
     items = dataset.pairs + dataset.ties
     reward_of = reward_table(loaded, items, max_length=loaded.max_length)
@@ -264,28 +262,6 @@ def open_model(model: str | Path | TextRewardModel, repo: Repository | None = No
         yield ModelSource(repo.resolve(str(model)), repo, Path(scratch))
 
 
-def chat_renderer(get_tokenizer: Callable[[], Any]) -> ChatRenderer:
-    """Render conversational data with a tokenizer's chat template, or :func:`render_plain` without one.
-
-    Args:
-        get_tokenizer: Returns the tokenizer; called once, on the first conversation, so that
-            data without conversations never loads it.
-
-    Returns:
-        A :class:`~rewardkit.data.formats.ChatRenderer` that passes ``tools``,
-        ``add_generation_prompt`` and ``continue_final_message`` to ``apply_chat_template``.
-    """
-    tokenizer = functools.cache(get_tokenizer)
-
-    def render(messages: list[dict[str, Any]], **options: Any) -> str:
-        tok = tokenizer()
-        if not getattr(tok, "chat_template", None):
-            return render_plain(messages, **options)
-        return tok.apply_chat_template(messages, tokenize=False, **options)
-
-    return render
-
-
 def _names(data: DataSource) -> list[str]:
     return [str(data)] if isinstance(data, str | Path) else [str(d) for d in data]
 
@@ -293,7 +269,6 @@ def _names(data: DataSource) -> list[str]:
 __all__ = [
     "ModelSource",
     "TrainRun",
-    "chat_renderer",
     "evaluate",
     "load_model",
     "open_model",

@@ -17,7 +17,8 @@ B = PreferencePair("p2", "c2", "r2", "trl:a.jsonl", tie=True)
 def test_canonical_line_is_sorted_compact_json_of_the_content():
     line = canonical_line(A)
     assert line.endswith(b"\n")
-    assert json.loads(line) == {"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1.0, "subset": "s", "tie": False}
+    content = {"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1.0, "subset": "s", "tie": False}
+    assert json.loads(line) == content
     assert line == (json.dumps(json.loads(line), sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 

@@ -241,3 +241,55 @@ def test_pandalm_empty_input_and_string_labels_and_bool_response():
 def test_pandalm_label_outside_convention():
     with pytest.raises(DataError, match=r"f.jsonl:7: field 'annotator2' is 5; expected one of"):
         pandalm.to_pairs(LOC, panda_record(1, 5, 1), "s")
+
+
+def test_hh_rlhf_groups_by_normalised_first_human_turn():
+    # Old code: no group, so a conversation and its continuation could land in different splits.
+    longer = {
+        "chosen": "\n\nHuman:  HI \n\nAssistant: hello\n\nHuman: help?\n\nAssistant: Sure, here.\n\nHuman: more"
+                  "\n\nAssistant: ok",
+        "rejected": "\n\nHuman:  HI \n\nAssistant: hello\n\nHuman: help?\n\nAssistant: Sure, here.\n\nHuman: more"
+                    "\n\nAssistant: no",
+    }
+    [short], [long] = hh_rlhf.to_pairs(LOC, HH, "s"), hh_rlhf.to_pairs(LOC, longer, "s")
+    assert short.group == long.group == "hi"
+    assert short.prompt != long.prompt and short.group_key == long.group_key
+
+
+def test_conversational_group_is_the_first_user_turn():
+    system = {"role": "system", "content": "Be brief."}
+    first = {"chosen": [system, user("Hi  there"), bot("a")], "rejected": [system, user("Hi  there"), bot("b")]}
+    second = {"prompt": [user("hi there"), bot("a"), user("and?")], "chosen": [bot("c")], "rejected": [bot("d")]}
+    assert chat.to_pairs(LOC, first, "s")[0].group == chat.to_pairs(LOC, second, "s")[0].group == "hi there"
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), float("-inf"), "nan", "NaN", "inf", "1e999", 1e999])
+def test_non_finite_margin_is_refused_with_location_and_field(margin):
+    # Old code: accepted, and one NaN margin turned every weight into NaN.
+    record = {"prompt": "q", "chosen": "a", "rejected": "b", "margin": margin}
+    with pytest.raises(DataError, match=r"^f.jsonl:7: field 'margin' must be a finite number"):
+        trl.to_pairs(LOC, record, "s")
+
+
+@pytest.mark.parametrize("bad", [None, {"role": "assistant"}, {"role": "assistant", "tool_calls": "x"}])
+def test_conversational_message_needs_content_or_tool_calls(bad):
+    record = {"prompt": [user("q")], "chosen": [bot("a")], "rejected": [bad]}
+    with pytest.raises(DataError, match=r"f.jsonl:7: field 'rejected' must be a list of messages"):
+        chat.to_pairs(LOC, record, "s")
+
+
+@pytest.mark.parametrize("tools", ["{not json", '{"a": 1}', [1, 2]])
+def test_conversational_bad_tools_column(tools):
+    record = {"prompt": [user("q")], "chosen": [bot("a")], "rejected": [bot("b")], "tools": tools}
+    with pytest.raises(DataError, match=r"f.jsonl:7: field 'tools'"):
+        chat.to_pairs(LOC, record, "s")
+
+
+def test_render_plain_tools_and_tool_messages():
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    messages = [user("q"), {"role": "assistant", "content": "Let me check.", "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]}, {"role": "tool", "content": "42"}]
+    assert render_plain(messages, tools=tools, add_generation_prompt=True) == (
+        'Tools: [{"type": "function", "function": {"name": "f"}}]\n\nUser: q\n\n'
+        'Assistant: Let me check.\n[tool call] {"name": "f", "arguments": {"x": 1}}\n\nTool: 42\n\nAssistant:'
+    )

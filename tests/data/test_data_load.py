@@ -132,3 +132,35 @@ def test_real_limit_and_split_per_source(shared_data):
     parts = data.split((0.8, 0.1, 0.1), seed=0)
     for part in parts.values():
         assert {p.source.split(":")[0] for p in part.pairs} == {"qa-feedback", "pandalm"}
+
+
+def test_identical_chosen_and_rejected_count_with_the_ties(write):
+    # Old code: kept as a preference pair, teaching nothing but counted as data.
+    same = {"prompt": "q", "chosen": "same text", "rejected": "same text"}
+    data = load_pairs(write("d.jsonl", [*TRL, same]))
+    assert len(data.pairs) == 5 and len(data.ties) == 1 and data.n_identical == 1
+    assert data.ties[0].tie and data.ties[0].location.endswith("d.jsonl:6")
+    with pytest.raises(DataError, match=r"holds only ties \(2\)"):
+        load_pairs(write("same.jsonl", [same, same]))
+
+
+def test_empty_responses_are_kept_and_counted(write):
+    records = [*TRL, {"prompt": "q", "chosen": "an answer", "rejected": ""}, {"prompt": "q", "chosen": " ", "rejected": "x"}]
+    data = load_pairs(write("d.csv", records))
+    assert len(data.pairs) == 7 and data.n_empty == 2 and data.n_identical == 0
+
+
+GOOD_LINE = '{"prompt": "q0", "chosen": "a", "rejected": "b", "margin": 1}\n'
+NON_FINITE = {
+    "nan.jsonl": GOOD_LINE + '{"prompt": "q", "chosen": "a", "rejected": "b", "margin": NaN}\n',
+    "inf.jsonl": GOOD_LINE + '{"prompt": "q", "chosen": "a", "rejected": "b", "margin": 1e999}\n',
+    "nan.csv": "prompt,chosen,rejected,margin\nq,a,b,nan\n",
+}
+
+
+@pytest.mark.parametrize("name", NON_FINITE)
+def test_non_finite_margin_in_a_file_names_file_line_and_field(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(NON_FINITE[name])
+    with pytest.raises(DataError, match=rf"^{path}:2: field 'margin' must be a finite number"):
+        load_pairs(path)

@@ -166,3 +166,28 @@ def test_corrupt_gzip_and_parquet(tmp_path):
     table.write_bytes(b"not parquet")
     with pytest.raises(DataError, match="parquet"):
         list(read_records(Path(table)))
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.json", "bom.csv", "bom.jsonl.gz", "bom.csv.gz"])
+def test_utf8_byte_order_mark_is_skipped(write, name):
+    # Old code: "malformed JSON" at line 1, or a CSV header field named "\ufeffprompt".
+    path = write(name, RECORDS)
+    raw = path.read_bytes()
+    plain = gzip.decompress(raw) if name.endswith(".gz") else raw
+    marked = b"\xef\xbb\xbf" + plain
+    path.write_bytes(gzip.compress(marked) if name.endswith(".gz") else marked)
+    assert [record for _, record in read_records(path)] == RECORDS
+
+
+def test_csv_locations_are_the_lines_rows_start_on(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,chosen,rejected\np1,"two\nlines",r1\np2,c2,r2\n')
+    assert [loc for loc, _ in read_records(path)] == [f"{path}:2", f"{path}:4"]
+
+
+def test_csv_unterminated_quote_says_so_with_the_line(tmp_path):
+    # Old code: the open quote swallowed the rest of the file into one field, silently.
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,chosen,rejected\np1,c1,r1\np2,"c2 never closed,r2\np3,c3,r3\n')
+    with pytest.raises(DataError, match=rf"^{path}:3: unterminated quote"):
+        list(read_records(path))

@@ -99,3 +99,72 @@ def test_real_qa_feedback_split_by_question(shared_data):
     assert sum(len(q) for q in questions) == 500
     assert [part.n_records for part in parts.values()] == [len(q) for q in questions]
     assert abs(len(parts["train"].pairs) / len(data.pairs) - 0.8) < 0.03
+
+
+def split_signature(parts):
+    return {name: sorted((p.source, p.group_key, p.chosen) for p in part.pairs + part.ties)
+            for name, part in parts.items()}
+
+
+def test_split_does_not_depend_on_the_order_of_sources_or_records():
+    # Old code: sources were split one after the other, each carrying the groups placed before,
+    # and groups were shuffled in first-seen order: reordering changed the split.
+    a = make_pairs(80, source="a")
+    b = make_pairs(60, source="b", per_group=lambda g: 1 + g % 2)  # shares groups g0..g59 with a
+    c = [PreferencePair(f"c{i}", "x", "y", "c") for i in range(50)]
+    orders = [a + b + c, c + b + a, b[::-1] + a[::-1] + c, sorted(a + b + c, key=lambda p: p.chosen)]
+    signatures = [split_signature(PreferenceDataset(pairs=items).split(seed=7)) for items in orders]
+    assert all(signature == signatures[0] for signature in signatures)
+    assert [split_pairs(items, seed=7) for items in orders][0] == split_pairs(orders[0], seed=7)
+
+
+def test_every_source_gets_its_share_and_shared_groups_stay_whole():
+    a = make_pairs(300, source="a")
+    b = make_pairs(100, source="b", per_group=lambda g: 2)  # shares groups g0..g99 with a
+    c = [PreferencePair(f"c{i}", "x", "y", "c") for i in range(200)]
+    parts = PreferenceDataset(pairs=a + b + c).split((0.8, 0.1, 0.1), seed=0)
+    for source, items in (("a", a), ("b", b), ("c", c)):
+        shares = [sum(p.source == source for p in part.pairs) / len(items) for part in parts.values()]
+        assert all(abs(share - target) < 0.05 for share, target in zip(shares, (0.8, 0.1, 0.1), strict=True)), shares
+    seen: set[str] = set()
+    for part in parts.values():
+        assert not groups(part.pairs) & seen
+        seen |= groups(part.pairs)
+
+
+def first_human_turns(part):
+    return {p.group for p in part.pairs + part.ties if p.source.startswith("hh-rlhf")}
+
+
+@pytest.mark.parametrize("seed", [42, 0])
+def test_real_hh_rlhf_conversations_do_not_leak_across_the_split(shared_data, seed):
+    # Old code, seed 42: 23 of the 231 hh-rlhf test pairs opened with the same human turn as a
+    # training pair (grouped by the whole prompt, which later turns extend).
+    hh, qa = shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", shared_data / "qa-feedback-dev.json.gz"
+    parts = load_pairs([hh, qa]).split((0.8, 0.1, 0.1), seed=seed)
+    train = first_human_turns(parts["train"])
+    for name in ("validation", "test"):
+        held_out = parts[name]
+        assert len([p for p in held_out.pairs if p.source.startswith("hh-rlhf")]) > 150
+        assert not first_human_turns(held_out) & train
+        for pair in held_out.pairs:  # no held-out response inside a training prompt of the same opening
+            assert pair.group not in train
+    reordered = load_pairs([qa, hh]).split((0.8, 0.1, 0.1), seed=seed)
+    assert split_signature(reordered) == split_signature(parts)
+    assert {k: v.fingerprint for k, v in reordered.items()} == {k: v.fingerprint for k, v in parts.items()}
+
+
+def test_bootstrap_interval_clusters_hh_rlhf_by_first_human_turn(shared_data):
+    import numpy as np
+
+    from rewardkit.evaluation import bootstrap_ci, report_from_rewards
+
+    data = load_pairs(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz")
+    openings = [" ".join(p.prompt.split("\n\nAssistant:")[0].removeprefix("\n\nHuman:").split()).casefold()
+                for p in data.pairs]
+    assert [p.group_key for p in data.pairs] == openings
+    assert len(set(openings)) < len({p.prompt for p in data.pairs})  # conversations share openings
+    report = report_from_rewards(data.pairs, [], lambda p, r: len(r) / 1000)
+    correct = np.array([1.0 if len(p.chosen) > len(p.rejected) else 0.0 if len(p.chosen) < len(p.rejected) else 0.5
+                        for p in data.pairs])
+    assert report.accuracy_ci == bootstrap_ci(correct, groups=openings)

@@ -7,7 +7,7 @@
 
 from rewardkit.data.dataset import PreferenceDataset
 from rewardkit.data.fingerprint import fingerprint
-from rewardkit.data.formats import FORMATS, detect_format, render_plain
+from rewardkit.data.formats import FORMATS, chat_template_renderer, detect_format, render_plain
 from rewardkit.data.load import load_pairs
 from rewardkit.data.readers import read_hf_dataset, read_records
 from rewardkit.data.records import PreferencePair
@@ -18,6 +18,7 @@ __all__ = [
     "DatasetSplit",
     "PreferenceDataset",
     "PreferencePair",
+    "chat_template_renderer",
     "detect_format",
     "fingerprint",
     "load_pairs",

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from rewardkit.data.formats import hh_rlhf, pandalm, qa_feedback, trl, trl_conversational
-from rewardkit.data.formats.trl_conversational import ChatRenderer, render_plain
+from rewardkit.data.formats.trl_conversational import ChatRenderer, chat_template_renderer, render_plain
 from rewardkit.data.records import PreferencePair
 from rewardkit.errors import DataError
 
@@ -26,7 +26,15 @@ _ADAPTERS: dict[str, ModuleType] = {
 FORMATS: tuple[str, ...] = tuple(_ADAPTERS)
 """The format names accepted by ``load_pairs(format=...)`` and ``--format``."""
 
-__all__ = ["FORMATS", "ChatRenderer", "ToPairs", "detect_format", "get_adapter", "render_plain"]
+__all__ = [
+    "FORMATS",
+    "ChatRenderer",
+    "ToPairs",
+    "chat_template_renderer",
+    "detect_format",
+    "get_adapter",
+    "render_plain",
+]
 
 
 def detect_format(first_record: dict[str, Any], location: str = "record") -> str:

@@ -12,6 +12,8 @@ Without one, or when ``prompt`` is a plain string (UltraFeedback-binarized style
 ``chosen`` repeats the user turn), the leading messages shared by ``chosen`` and ``rejected``
 are the prompt (TRL's ``extract_prompt``).
 
+Training and evaluation render with the model's chat template through
+:func:`chat_template_renderer`, or with :func:`render_plain` when the tokenizer has none.
 Rendering follows TRL's ``apply_chat_template`` (``trl/data_utils.py``): the scored texts are
 ``render(prompt + chosen)`` and ``render(prompt + rejected)``, whole conversations rendered
 without a generation prompt, which is what TRL's ``RewardTrainer`` tokenizes. The prompt text
@@ -26,8 +28,10 @@ as for hh-rlhf transcripts.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from rewardkit.data.formats import fields
@@ -83,6 +87,29 @@ def render_plain(
     if add_generation_prompt:
         turns.append("Assistant:")
     return "\n\n".join(turns)
+
+
+def chat_template_renderer(get_tokenizer: Callable[[], Any]) -> ChatRenderer:
+    """Render with a Hugging Face tokenizer's chat template, or :func:`render_plain` when it has none.
+
+    Args:
+        get_tokenizer: Returns the tokenizer; called once, on the first conversation, so that
+            data without conversations never loads it (see
+            :func:`rewardkit.models.text.load_tokenizer`).
+
+    Returns:
+        A :class:`ChatRenderer` passing ``tools``, ``add_generation_prompt`` and
+        ``continue_final_message`` on to ``tokenizer.apply_chat_template(..., tokenize=False)``.
+    """
+    tokenizer = functools.cache(get_tokenizer)
+
+    def render(messages: list[Message], **options: Any) -> str:
+        template_owner = tokenizer()
+        if not getattr(template_owner, "chat_template", None):
+            return render_plain(messages, **options)
+        return str(template_owner.apply_chat_template(messages, tokenize=False, **options))
+
+    return render
 
 
 def matches(record: dict[str, Any]) -> bool:
