@@ -145,7 +145,8 @@ def test_identical_chosen_and_rejected_count_with_the_ties(write):
 
 
 def test_empty_responses_are_kept_and_counted(write):
-    records = [*TRL, {"prompt": "q", "chosen": "an answer", "rejected": ""}, {"prompt": "q", "chosen": " ", "rejected": "x"}]
+    empty = [{"prompt": "q", "chosen": "an answer", "rejected": ""}, {"prompt": "q", "chosen": " ", "rejected": "x"}]
+    records = [*TRL, *empty]
     data = load_pairs(write("d.csv", records))
     assert len(data.pairs) == 7 and data.n_empty == 2 and data.n_identical == 0
 
