@@ -180,3 +180,13 @@ def test_empty_report_is_nan_not_an_error():
     report = report_from_rewards([], [], reward)
     assert report.n_pairs == 0 and math.isnan(report.accuracy) and math.isnan(report.accuracy_ci[0])
     assert report.by_source == {} and report.by_subset == {}
+
+
+def test_report_counts_identical_ties_and_empty_responses():
+    pairs = [*PAIRS, pair("p5", "", "bad")]
+    ties = [*TIES, pair("t3", "same", "same", tie=True)]
+    report = report_from_rewards(pairs, ties, lambda p, r: REWARD.get(r, 0.0))
+    assert (report.n_ties, report.n_identical, report.n_empty) == (3, 1, 1)
+    metrics = report.metrics("test")
+    assert (metrics["test/n_identical"], metrics["test/n_empty"]) == (1, 1)
+    assert report.to_dict()["n_empty"] == 1

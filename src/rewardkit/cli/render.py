@@ -44,7 +44,9 @@ def eval_table(report: EvalReport, title: str) -> Table:
         if len(rows) > MAX_SUBSET_ROWS:
             table.add_row(f"… {len(rows) - MAX_SUBSET_ROWS} more {kind}s (see --json)", "", "", "", "", "")
     ties = "" if report.tie_mean_abs_diff is None else f", mean |Δr| on ties {report.tie_mean_abs_diff:.3f}"
-    table.caption = f"ties: {report.n_ties} (not in accuracy){ties}; ECE {report.ece:.3f}"
+    identical = f", {report.n_identical} of them identical texts" if report.n_identical else ""
+    empty = f"; {report.n_empty} with an empty response" if report.n_empty else ""
+    table.caption = f"ties: {report.n_ties} (not in accuracy{identical}){ties}{empty}; ECE {report.ece:.3f}"
     return table
 
 

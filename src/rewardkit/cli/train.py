@@ -126,12 +126,16 @@ def train(
                 "commit": run.commit.id if run.commit else None,
                 "train": res.metrics(),
                 "ties_dropped": run.n_ties_dropped,
+                "identical_dropped": run.n_identical,
+                "empty_responses": run.n_empty,
                 "evaluations": {name: report.to_dict() for name, report in run.evaluations.items()},
             }
         )
         return
+    identical = f", {run.n_identical} of them identical texts" if run.n_identical else ""
+    empty = f"; {run.n_empty} pairs with an empty response, kept" if run.n_empty else ""
     console.print(
-        f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped, 0 long pairs dropped: "
+        f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped{identical}{empty}; 0 long pairs dropped: "
         f"{res.prompts_truncated} prompts and {res.responses_truncated} responses trimmed) in {res.seconds:.0f}s, "
         f"{res.pairs_per_second:.1f} pairs/s; final loss {res.final_loss:.4f}, train accuracy {res.final_accuracy:.3f}"
     )

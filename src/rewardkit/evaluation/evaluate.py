@@ -41,6 +41,8 @@ class EvalReport:
             (in characters) on the same pairs.
         ece: Expected calibration error of ``σ(r_chosen - r_rejected)`` (10 bins).
         tie_mean_abs_diff: Mean ``|r_a - r_b|`` over ties (small is good: "either is fine").
+        n_identical: Ties whose two responses are the same text (see ``PreferencePair.identical``).
+        n_empty: Pairs and ties with an empty chosen or rejected response.
         by_source: Per-source :class:`GroupStats`.
         by_subset: Per-``subset`` :class:`GroupStats` (pairs without a subset are left out).
         reliability: Reliability-diagram bins behind ``ece``.
@@ -54,6 +56,8 @@ class EvalReport:
     longer_wins_accuracy: float
     ece: float
     tie_mean_abs_diff: float | None
+    n_identical: int = 0
+    n_empty: int = 0
     by_source: dict[str, GroupStats] = field(default_factory=dict)
     by_subset: dict[str, GroupStats] = field(default_factory=dict)
     reliability: Reliability | None = field(default=None, repr=False)
@@ -75,6 +79,8 @@ class EvalReport:
             "accuracy_ci_high": self.accuracy_ci[1],
             "n_pairs": self.n_pairs,
             "n_ties": self.n_ties,
+            "n_identical": self.n_identical,
+            "n_empty": self.n_empty,
             "mean_margin": self.mean_margin,
             "longer_wins_accuracy": self.longer_wins_accuracy,
             "ece": self.ece,
@@ -150,6 +156,8 @@ def report_from_rewards(
         longer_wins_accuracy=_mean(longer),
         ece=calib.ece,
         tie_mean_abs_diff=float(np.mean(tie_gaps)) if tie_gaps else None,
+        n_identical=sum(t.identical for t in ties),
+        n_empty=sum(p.has_empty_response for p in [*pairs, *ties]),
         by_source=_by(pairs, lambda p: p.source, correct, longer, diff),
         by_subset=_by(pairs, lambda p: p.subset, correct, longer, diff),
         reliability=calib,
