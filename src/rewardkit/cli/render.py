@@ -77,6 +77,8 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     table.add_row("message", commit.message)
     table.add_row("backbone", commit.backbone or "–")
     table.add_row("data fingerprint", commit.data_fingerprint or "–")
+    for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
+        table.add_row(f"fingerprint {name}", str(value))
     table.add_row("model", f"{n_tensors} tensors ({n_params / 1e6:.1f}M parameters), {n_files} files")
     for key, value in sorted((commit.metrics or {}).items()):
         table.add_row(f"metric {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
