@@ -22,6 +22,10 @@ def load_pairs(
 ) -> PreferenceDataset:
     r"""Load and normalise preference data from one or more sources.
 
+    A pair whose chosen and rejected texts are identical expresses no preference and is
+    counted with the ties (:attr:`PreferenceDataset.n_identical`); empty responses are kept
+    (:attr:`PreferenceDataset.n_empty`).
+
     Args:
         sources: A path or Hugging Face dataset id, or a list of them (see
             :func:`rewardkit.data.read_records`).
@@ -29,13 +33,10 @@ def load_pairs(
             from its first record.
         limit: Keep at most this many non-tie pairs per source: the first ones, in order
             (ties read up to that point are kept). None keeps all.
-        render_chat: Renders a list of ``{role, content}`` messages to text for
-            conversational data, e.g. a tokenizer's ``apply_chat_template``; default
+        render_chat: Renders messages to text for conversational data (a
+            :class:`~rewardkit.data.formats.ChatRenderer`, e.g.
+            ``chat_template_renderer(lambda: tokenizer)``); default :func:`render_plain`,
             ``"User: hi\n\nAssistant: hello"``.
-
-    A pair whose chosen and rejected texts are identical expresses no preference and is
-    counted with the ties (:attr:`PreferenceDataset.n_identical`); empty responses are kept
-    (:attr:`PreferenceDataset.n_empty`).
 
     Returns:
         The pairs, the ties, the record count and the format of each source. Pairs name their
