@@ -75,7 +75,8 @@ def render_plain(
 
     Roles are capitalised; each tool call is a line ``[tool call] {"name": ..., "arguments": ...}``
     after the message's content; ``tools`` come first as ``"Tools: [...]"`` (JSON); the
-    generation prompt is a final ``"\n\nAssistant:"``.
+    generation prompt is a final ``"\n\nAssistant:"``. ``continue_final_message`` changes
+    nothing: a plain turn has no closing token to leave out.
     """
     turns = [f"Tools: {json.dumps(tools, ensure_ascii=False)}"] if tools else []
     for message in messages:
@@ -207,6 +208,7 @@ def _messages(location: str, record: dict[str, Any], name: str) -> list[Message]
             f"{location}: field '{name}' must be a list of messages {{'role': str, 'content': str}} "
             f"(an assistant message may have 'tool_calls' instead of 'content'), got {value!r:.80}"
         )
+    # parquet gives every message every key, absent ones as None; templates test "is defined"
     return [{key: item for key, item in m.items() if item is not None} for m in value]
 
 
