@@ -12,9 +12,10 @@ from pathlib import Path
 
 from rewardkit.data import PreferenceDataset, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
-from rewardkit.errors import DataError
+from rewardkit.errors import ConfigError, DataError
 from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
 from rewardkit.models import TextRewardModel
+from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.store import Commit, Repository
 from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
 
@@ -67,10 +68,12 @@ def train(
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
-        ConfigError: A hyperparameter is out of range.
+        ConfigError: A hyperparameter is out of range, or ``output_dir`` (or a folder above
+            it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
     """
     config = config or RewardConfig()
+    _check_output_dir(output_dir)
     if commit_message is not None and repo is None:
         repo = Repository.discover()  # fail before training, not after
     trainer = RewardTrainer(config)
@@ -104,6 +107,21 @@ def train(
             backbone=config.base_model or DEFAULT_BACKBONE_NAME,
         )
     return TrainRun(result, reports, model_dir, commit, n_ties)
+
+
+def commit(model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str = "main") -> Commit:
+    """Commit a saved text reward model folder on ``branch``.
+
+    The folder must hold a one-output sequence-classification model (``config.json`` and
+    ``model.safetensors``, see :func:`rewardkit.models.reward_head.check_reward_model_dir`),
+    so that every stored version scores texts; nothing is written when it does not.
+
+    Raises:
+        ModelError: The folder is not such a model; the message says why.
+        StoreError: The repository refuses the commit (empty message, bad branch name).
+    """
+    check_reward_model_dir(model_dir)
+    return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch)
 
 
 def evaluate(
@@ -208,12 +226,28 @@ def chat_renderer(model: TextRewardModel):  # noqa: ANN201 (Callable | None)
     return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)
 
 
+def _check_output_dir(folder: str | Path) -> None:
+    """Refuse a run folder that cannot be created, before any slow work.
+
+    Raises:
+        ConfigError: ``folder`` or one of the folders above it exists as a file.
+    """
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == folder else f"cannot be created: {path} is a file"
+                raise ConfigError(f"output folder {folder} {what}; give --output-dir a new or existing folder")
+            return
+
+
 def _names(data: DataSource) -> list[str]:
     return [str(data)] if isinstance(data, str | Path) else [str(d) for d in data]
 
 
 __all__ = [
     "TrainRun",
+    "commit",
     "evaluate",
     "load_model",
     "score",

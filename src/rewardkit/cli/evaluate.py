@@ -25,8 +25,8 @@ def evaluate(
     format: FormatOption = None,  # noqa: A002
     split: Annotated[str, typer.Option(help="all, or train/validation/test: the split the stored model was "
                                        "trained with (seed and fractions from its commit).")] = "all",
-    max_length: Annotated[int | None, typer.Option(help="Tokens per text [default: the model's training "
-                                                   "max_length, else 512].", show_default=False)] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text; default: the model's training "
+                                                   "max_length, else 512.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
     plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram to this PNG.",
                                               show_default=False)] = None,

@@ -1,4 +1,12 @@
-"""Rich renderings of what the API returns; no logic beyond layout."""
+"""Rich renderings of what the API returns; no logic beyond layout.
+
+Commit messages, paths, refs, subset names and scored texts are user or data text, and
+are printed exactly as they are: :data:`console` reads no rich markup (``[bold]``,
+``[/x]``, ``[main 1a2b3c]`` stay literal) and no emoji codes (``:smile:``), in plain
+strings and table cells alike. Styling is given as :class:`rich.text.Text` styles,
+never as markup, so no string needs escaping. Every command prints through
+:data:`console` (or :func:`print_json`); nothing in ``cli/`` makes a console of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +16,23 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rewardkit.evaluation import EvalReport
 from rewardkit.store import Commit
 
-console = Console(width=None if Console().is_terminal else 120)
+console = Console(width=None if Console().is_terminal else 120, markup=False, emoji=False, highlight=False)
 MAX_SUBSET_ROWS = 15
 
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout, for scripts."""
     print(json.dumps(value, indent=2, default=str))
+
+
+def bold(text: str) -> Text:
+    """``text`` in bold, as literal text."""
+    return Text(text, style="bold")
 
 
 def _pct(x: float | None) -> str:
@@ -31,7 +45,7 @@ def eval_table(report: EvalReport, title: str) -> Table:
     for col in ("group", "pairs", "accuracy", "95% CI", "longer wins", "mean margin"):
         table.add_column(col, justify="left" if col == "group" else "right")
     low, high = report.accuracy_ci
-    table.add_row("[bold]all[/]", str(report.n_pairs), f"[bold]{_pct(report.accuracy)}[/]",
+    table.add_row(bold("all"), str(report.n_pairs), bold(_pct(report.accuracy)),
                   f"{_pct(low)}–{_pct(high)}", _pct(report.longer_wins_accuracy), f"{report.mean_margin:+.3f}")
     for kind, groups in (("source", report.by_source), ("subset", report.by_subset)):
         rows = sorted(groups.items(), key=lambda kv: -kv[1].n_pairs)
@@ -59,7 +73,7 @@ def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
     for c in commits:
         acc = (c.metrics or {}).get("validation/accuracy")
         table.add_row(c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
-                      c.message.splitlines()[0], _pct(acc) if acc is not None else "–",
+                      c.message.partition("\n")[0], _pct(acc) if acc is not None else "–",
                       (c.data_fingerprint or "–")[:10])
     return table
 
