@@ -12,8 +12,8 @@ from pathlib import Path
 
 from rewardkit.data import PreferenceDataset, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
-from rewardkit.errors import ConfigError, DataError
-from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
+from rewardkit.errors import ConfigError, DataError, OutputError
+from rewardkit.evaluation import EvalReport, evaluate_model, plot_reliability, reward_table
 from rewardkit.models import TextRewardModel
 from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.store import Commit, Repository
@@ -68,12 +68,12 @@ def train(
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
-        ConfigError: A hyperparameter is out of range, or ``output_dir`` (or a folder above
-            it) is a file.
+        ConfigError: A hyperparameter is out of range.
+        OutputError: ``output_dir`` (or a folder above it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
     """
     config = config or RewardConfig()
-    _check_output_dir(output_dir)
+    _check_output_path(output_dir, "output folder", "--output-dir", folder=True)
     if commit_message is not None and repo is None:
         repo = Repository.discover()  # fail before training, not after
     trainer = RewardTrainer(config)
@@ -133,9 +133,10 @@ def evaluate(
     repo: Repository | None = None,
     max_length: int | None = None,
     batch_size: int = 32,
+    plot: str | Path | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Evaluate a reward model on preference data.
+    """Evaluate a reward model on preference data; optionally draw its reliability diagram.
 
     Args:
         model: A model folder, a ref of ``repo`` (``main``, ``main~1``, an id prefix) or a
@@ -147,16 +148,23 @@ def evaluate(
         repo: Repository for refs; discovered when needed.
         max_length: Token budget per text; default the model's training ``max_length``.
         batch_size: Texts per forward pass.
+        plot: Image file (``.png``, ``.pdf``, ``.svg``...) for the reliability diagram; its
+            folder is created. Nothing is drawn when no pair has a non-tied prediction.
         progress: Show progress bars.
 
     Raises:
         DataError: Unknown split, a split asked of a model with no stored training config,
             unreadable data, or no pairs in the chosen split.
         RefError: ``model`` is neither a folder nor a known ref.
+        ConfigError: ``max_length`` is below 4 or beyond the backbone's positions.
+        OutputError: ``plot`` is a folder, lies under a file, or has no image suffix.
     """
     if split not in (*SPLITS, "all"):
         raise DataError(f"unknown split {split!r}: expected one of {', '.join((*SPLITS, 'all'))}")
+    if plot is not None:
+        _check_plot_path(plot)
     loaded, config = load_model(model, repo)
+    max_length = _token_budget(loaded, max_length)
     dataset = load_pairs(data, format, render_chat=chat_renderer(loaded))
     if split != "all":
         if config is None:
@@ -165,8 +173,12 @@ def evaluate(
         dataset = dataset.split(config.split, config.seed)[split]
         if not dataset.pairs:
             raise DataError(f"the {split} split of {', '.join(_names(data))} holds no preference pair")
-    return evaluate_model(loaded, dataset, max_length=max_length or loaded.max_length, batch_size=batch_size,
-                          progress=progress)
+    report = evaluate_model(loaded, dataset, max_length=max_length, batch_size=batch_size, progress=progress)
+    if plot is not None and report.reliability is not None:
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        names = [str(model) if isinstance(model, str | Path) else "model", *(Path(d).name for d in _names(data))]
+        plot_reliability(report.reliability, plot, title="\n".join(names))
+    return report
 
 
 def score(
@@ -177,9 +189,13 @@ def score(
     repo: Repository | None = None,
     max_length: int | None = None,
 ) -> list[float]:
-    """Rewards of the texts ``prompt + response`` (prompts default to empty), in input order."""
+    """Rewards of the texts ``prompt + response`` (prompts default to empty), in input order.
+
+    Raises:
+        ConfigError: ``max_length`` is below 4 or beyond the backbone's positions.
+    """
     loaded, _ = load_model(model, repo)
-    return loaded.score(prompts or [""] * len(responses), responses, max_length=max_length or loaded.max_length)
+    return loaded.score(prompts or [""] * len(responses), responses, max_length=_token_budget(loaded, max_length))
 
 
 def score_data(
@@ -226,19 +242,54 @@ def chat_renderer(model: TextRewardModel):  # noqa: ANN201 (Callable | None)
     return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def _check_output_dir(folder: str | Path) -> None:
-    """Refuse a run folder that cannot be created, before any slow work.
+def _check_output_path(path: str | Path, what: str, flag: str, *, folder: bool) -> Path:
+    """Refuse an output path that cannot be written, before any slow work.
+
+    Args:
+        path: The folder or file to write (it and the folders above it may be new).
+        what: What it is, for the message (``"output folder"``).
+        flag: The CLI flag that sets it, for the message.
+        folder: Whether ``path`` is to be a folder (else a file).
 
     Raises:
-        ConfigError: ``folder`` or one of the folders above it exists as a file.
+        OutputError: ``path`` exists as the other kind, or a folder above it is a file.
     """
-    folder = Path(folder)
-    for path in (folder, *folder.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == folder else f"cannot be created: {path} is a file"
-                raise ConfigError(f"output folder {folder} {what}; give --output-dir a new or existing folder")
-            return
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind, wanted = ("a file", "a new or existing folder") if folder else ("a folder", "a file name")
+        raise OutputError(f"{what} {path} is {kind}; give {flag} {wanted}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what} {path} cannot be created: {parent} is a file; give {flag} another path")
+            break
+    return path
+
+
+def _check_plot_path(path: str | Path) -> None:
+    """Refuse a plot path before evaluating: see :func:`_check_output_path`; the suffix names an image format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = _check_output_path(path, "plot file", "--plot", folder=False)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise OutputError(f"plot file {path} has no image suffix matplotlib writes; end --plot in .png, .pdf or "
+                          f".svg (or one of {', '.join(sorted(formats))})")
+
+
+def _token_budget(model: TextRewardModel, max_length: int | None) -> int:
+    """``max_length``, or the model's own budget when None, checked against the backbone.
+
+    Raises:
+        ConfigError: Below 4 tokens (room for special tokens) or beyond the backbone's positions.
+    """
+    if max_length is None:
+        return model.max_length
+    limit = model.max_positions
+    if max_length < 4 or (limit is not None and max_length > limit):
+        most = f" and at most {limit}, the backbone's positions" if limit is not None else ""
+        raise ConfigError(f"max_length (--max-length) must be at least 4{most}; got {max_length}")
+    return max_length
 
 
 def _names(data: DataSource) -> list[str]:

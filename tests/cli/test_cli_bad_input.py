@@ -215,3 +215,33 @@ def test_commit_of_a_folder_naming_no_architecture_but_a_one_output_config(cli, 
     assert code == 0, err
     code, out, err = cli("score", "main", "text", "--json")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(("plot", "expected"), [
+    ("afile/rel.png", "afile is a file"), ("folder", "is a folder"), ("rel.xyz", "no image suffix"),
+])
+def test_unwritable_plot_is_refused_before_evaluating(cli, tmp_path, tiny_model_dir, plot, expected):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder").mkdir()
+    # The data does not exist: the plot path is refused before anything is read.
+    code, _, err = cli("eval", "--model", tiny_model_dir, "--data", tmp_path / "missing.jsonl", "--plot", plot)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"plot file {plot}" in err and expected in err and "--plot" in err
+
+
+def test_plot_folder_is_created(cli, tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "ok.jsonl", [GOOD, {**GOOD, "prompt": "q"}])
+    code, out, err = cli("eval", "--model", tiny_model_dir, "--data", data, "--plot", "reports/rel.png")
+    assert code == 0, err
+    assert (tmp_path / "reports" / "rel.png").stat().st_size > 0 and "reliability diagram: reports/rel.png" in out
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--max-length", "2"], "max_length (--max-length) must be at least 4 and at most 512"),
+    (["--max-length", "100000"], "max_length (--max-length) must be at least 4 and at most 512"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_eval_token_budget_and_batch_size_out_of_range(cli, tmp_path, tiny_model_dir, args, expected):
+    data = write_jsonl(tmp_path / "ok.jsonl", [{**GOOD, "prompt": "long " * 600}])
+    code, _, err = cli("eval", "--model", tiny_model_dir, "--data", data, *args)
+    assert code == 2 and err.count("\n") == 1 and expected in err, err

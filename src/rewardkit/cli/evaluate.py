@@ -10,7 +10,6 @@ import typer
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import console, eval_table, print_json
-from rewardkit.evaluation import plot_reliability
 
 ModelArg = Annotated[str, typer.Option("--model", help="A ref (main, main~1, commit-id prefix) or a model folder.")]
 
@@ -27,22 +26,20 @@ def evaluate(
                                        "trained with (seed and fractions from its commit).")] = "all",
     max_length: Annotated[int | None, typer.Option(help="Tokens per text; default: the model's training "
                                                    "max_length, else 512.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
-    plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram to this PNG.",
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.", min=1)] = 32,
+    plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram to this image (.png, .pdf, .svg).",
                                               show_default=False)] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
     """Pairwise accuracy with a bootstrap 95% CI, per source and subset, longer-wins baseline, ECE."""
     report = api.evaluate(model, data, format=format, split=split, repo=_repo_for(model, repo),
-                          max_length=max_length, batch_size=batch_size, progress=not as_json)
-    if plot is not None and report.reliability is not None:
-        plot_reliability(report.reliability, plot, title="\n".join([model, *(Path(d).name for d in data)]))
+                          max_length=max_length, batch_size=batch_size, plot=plot, progress=not as_json)
     if as_json:
         print_json(report.to_dict())
         return
     console.print(eval_table(report, f"{model} on {', '.join(Path(d).name for d in data)} ({split})"))
-    if plot is not None:
+    if plot is not None and report.reliability is not None:
         console.print(f"reliability diagram: {plot}")
 
 

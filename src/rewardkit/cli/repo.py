@@ -42,7 +42,7 @@ def commit(
 
 def log(
     ref: Annotated[str, typer.Argument(help="Where to start: branch, branch~N or commit id.")] = "main",
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.", min=0)] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
