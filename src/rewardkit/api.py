@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rewardkit.data import PreferenceDataset, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
-from rewardkit.errors import ConfigError, DataError, OutputError
+from rewardkit.errors import ConfigError, DataError, ModelError, OutputError
 from rewardkit.evaluation import EvalReport, evaluate_model, plot_reliability, reward_table
 from rewardkit.models import TextRewardModel
 from rewardkit.models.reward_head import check_reward_model_dir
@@ -220,7 +220,7 @@ def load_model(
 
     Raises:
         RefError: Not a folder and not a ref of the repository.
-        ModelError: The folder does not hold a loadable model.
+        ModelError: The folder, or the commit's model, is not a loadable reward model.
     """
     if isinstance(model, TextRewardModel):
         return model, None
@@ -229,7 +229,12 @@ def load_model(
     repo = repo or Repository.discover()
     commit = repo.resolve(str(model))
     with tempfile.TemporaryDirectory(prefix="rewardkit-") as tmp:
-        loaded = TextRewardModel.load(repo.checkout(commit.id, Path(tmp) / "model"))
+        folder = repo.checkout(commit.id, Path(tmp) / "model")
+        try:
+            loaded = TextRewardModel.load(folder)
+        except ModelError as exc:  # name the commit, not the temporary folder
+            raise ModelError(f"commit {commit.id[:10]} ({model}) does not load as a reward model: "
+                             f"{str(exc).replace(repr(str(folder)), 'it').replace(str(folder), 'it')}") from exc
     stored = (commit.params or {}).get("config")
     return loaded, RewardConfig.from_dict(stored) if stored else None
 

@@ -245,3 +245,15 @@ def test_eval_token_budget_and_batch_size_out_of_range(cli, tmp_path, tiny_model
     data = write_jsonl(tmp_path / "ok.jsonl", [{**GOOD, "prompt": "long " * 600}])
     code, _, err = cli("eval", "--model", tiny_model_dir, "--data", data, *args)
     assert code == 2 and err.count("\n") == 1 and expected in err, err
+
+
+def test_a_stored_two_output_model_names_the_commit_not_a_temporary_folder(cli, tmp_path, two_label_model_dir,
+                                                                          repo_with_commit):
+    from rewardkit.store import Repository
+
+    with Repository.discover(repo_with_commit) as repo:  # as an older rewardkit let it in
+        commit = repo.commit_dir(two_label_model_dir, "two outputs", branch="sentiment")
+    code, _, err = cli("score", "sentiment", "text")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"commit {commit.id[:10]} (sentiment)" in err and "num_labels=2" in err and "/tmp" not in err.replace(
+        str(tmp_path), "")
