@@ -9,7 +9,7 @@ import typer
 
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import console, eval_table, print_json
+from rewardkit.cli.render import console, eval_table, pair_rewards_table, print_json, text_rewards_table
 
 ModelArg = Annotated[str, typer.Option("--model", help="A ref (main, main~1, commit-id prefix) or a model folder.")]
 
@@ -55,8 +55,6 @@ def score(
     repo: RepoOption = None,
 ) -> None:
     """Rewards of texts, or of the chosen/rejected responses of a data file."""
-    from rich.table import Table
-
     if not texts and data is None:
         raise typer.BadParameter("give TEXT arguments or --data FILE")
     r = _repo_for(model, repo)
@@ -64,20 +62,13 @@ def score(
         rewards = api.score(model, texts, [prompt] * len(texts), repo=r)
         if as_json:
             print_json([{"text": t, "reward": x} for t, x in zip(texts, rewards, strict=True)])
-            return
-        table = Table("reward", "text")
-        for text, reward in zip(texts, rewards, strict=True):
-            table.add_row(f"{reward:+.4f}", text)
-        console.print(table)
+        else:
+            console.print(text_rewards_table(texts, rewards))
         return
     dataset, scored = api.score_data(model, data, format=format, repo=r)
     rows = [{"location": p.location, "tie": p.tie, "chosen": c, "rejected": j, "difference": c - j}
             for p, (c, j) in zip(dataset.pairs + dataset.ties, scored, strict=True)]
     if as_json:
         print_json(rows)
-        return
-    table = Table("record", "r_chosen", "r_rejected", "r_chosen − r_rejected", "tie")
-    for row in rows:
-        table.add_row(row["location"], f"{row['chosen']:+.4f}", f"{row['rejected']:+.4f}",
-                      f"{row['difference']:+.4f}", "tie" if row["tie"] else "")
-    console.print(table)
+    else:
+        console.print(pair_rewards_table(rows))

@@ -62,6 +62,23 @@ def eval_table(report: EvalReport, title: str) -> Table:
     return table
 
 
+def text_rewards_table(texts: list[str], rewards: list[float]) -> Table:
+    """One row per scored text: reward, then the text as given."""
+    table = Table("reward", "text")
+    for text, reward in zip(texts, rewards, strict=True):
+        table.add_row(f"{reward:+.4f}", text)
+    return table
+
+
+def pair_rewards_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per record of a data file: where it is, r_chosen, r_rejected, their difference, tie."""
+    table = Table("record", "r_chosen", "r_rejected", "r_chosen − r_rejected", "tie")
+    for row in rows:
+        table.add_row(row["location"], f"{row['chosen']:+.4f}", f"{row['rejected']:+.4f}",
+                      f"{row['difference']:+.4f}", "tie" if row["tie"] else "")
+    return table
+
+
 def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
     """One row per commit, newest first, like ``git log --oneline`` with metrics."""
     table = Table(title="log", title_justify="left")
