@@ -87,3 +87,10 @@ def test_an_unexpected_error_is_one_line_asking_for_a_report(cli, monkeypatch, t
     code, out, err = cli("score", tiny_model_dir, "text")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "RuntimeError: boom" in err and "bug" in err and "REWARDKIT_DEBUG=1" in err
+
+
+def test_control_characters_in_data_do_not_reach_the_terminal(cli, tiny_model_dir):
+    code, out, err = cli("score", tiny_model_dir, "red \x1b[31malert\x1b[0m bell\x07")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "red \\x1b[31malert\\x1b[0m bell\\x07" in out

@@ -1,17 +1,19 @@
-"""Rich renderings of what the API returns; no logic beyond layout.
+r"""Rich renderings of what the API returns; no logic beyond layout.
 
 Commit messages, paths, refs, subset names and scored texts are user or data text, and
 are printed exactly as they are: :data:`console` reads no rich markup (``[bold]``,
-``[/x]``, ``[main 1a2b3c]`` stay literal) and no emoji codes (``:smile:``), in plain
-strings and table cells alike. Styling is given as :class:`rich.text.Text` styles,
-never as markup, so no string needs escaping. Every command prints through
-:data:`console` (or :func:`print_json`); nothing in ``cli/`` makes a console of its own.
+``[/x]``, ``[main 1a2b3c]`` stay literal) and no emoji codes (``:smile:``), and shows
+control characters escaped (ESC as ``\x1b``), in plain strings and table cells alike.
+Styling is given as :class:`rich.text.Text` styles, never as markup, so no string needs
+escaping. Every command prints through :data:`console` (or :func:`print_json`); nothing
+else in ``cli/`` makes a console (ruff's TID251 refuses it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +23,21 @@ from rich.text import Text
 from rewardkit.evaluation import EvalReport
 from rewardkit.store import Commit
 
-console = Console(width=None if Console().is_terminal else 120, markup=False, emoji=False, highlight=False)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class _LiteralConsole(Console):
+    r"""A console that prints every string as it is, control characters shown as ``\x1b``.
+
+    Markup and emoji codes are off; control characters (ESC, BEL, CR... but not newline or
+    tab) in data would otherwise reach the terminal and recolour or rewrite it.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:  # noqa: D102 (rich's)
+        return super().render_str(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text), **kwargs)
+
+
+console = _LiteralConsole(width=None if Console().is_terminal else 120, markup=False, emoji=False, highlight=False)
 MAX_SUBSET_ROWS = 15
 
 
