@@ -94,3 +94,16 @@ def test_control_characters_in_data_do_not_reach_the_terminal(cli, tiny_model_di
     assert code == 0, err
     assert "\x1b" not in out and "\x07" not in out
     assert "red \\x1b[31malert\\x1b[0m bell\\x07" in out
+
+
+def test_markup_in_ref_names(cli, tiny_model_dir):
+    """Branch names cannot hold brackets (as in git); refs typed by the user are echoed literally."""
+    assert cli("init")[0] == 0
+    code, _, err = cli("commit", tiny_model_dir, "-m", "x", "--branch", "[main abc]")
+    assert code == 2 and "invalid branch name '[main abc]'" in err
+    assert cli("commit", tiny_model_dir, "-m", "x", "--branch", "exp/lr-1e-5")[0] == 0
+    code, out, err = cli("log", "exp/lr-1e-5")
+    assert code == 0 and "exp/lr-1e-5" in out, err
+    for args in (["show", "[bold]nope[/x]"], ["score", "[/x]", "text"]):
+        code, _, err = cli(*args)
+        assert code == 2 and args[1] in err and err.count("\n") == 1, err
