@@ -15,9 +15,10 @@ from typing import Any
 
 from rewardkit.data import PreferenceDataset, chat_template_renderer, fingerprint, load_pairs
 from rewardkit.data.split import SPLITS
-from rewardkit.errors import DataError
-from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
+from rewardkit.errors import ConfigError, DataError, ModelError, OutputError
+from rewardkit.evaluation import EvalReport, evaluate_model, plot_reliability, reward_table
 from rewardkit.models import TextRewardModel
+from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.models.text import load_tokenizer
 from rewardkit.store import Commit, Repository
 from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
@@ -82,9 +83,11 @@ def train(
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
         ConfigError: A hyperparameter is out of range.
+        OutputError: ``output_dir`` (or a folder above it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
     """
     config = config or RewardConfig()
+    _check_output_path(output_dir, "output folder", "--output-dir", folder=True)
     if commit_message is not None and repo is None:
         repo = Repository.discover()  # fail before training, not after
     render = chat_template_renderer(lambda: load_tokenizer(config.base_model))
@@ -123,6 +126,21 @@ def train(
     return TrainRun(result, reports, model_dir, commit, **counts)
 
 
+def commit(model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str = "main") -> Commit:
+    """Commit a saved text reward model folder on ``branch``.
+
+    The folder must hold a one-output sequence-classification model (``config.json`` and
+    ``model.safetensors``, see :func:`rewardkit.models.reward_head.check_reward_model_dir`),
+    so that every stored version scores texts; nothing is written when it does not.
+
+    Raises:
+        ModelError: The folder is not such a model; the message says why.
+        StoreError: The repository refuses the commit (empty message, bad branch name).
+    """
+    check_reward_model_dir(model_dir)
+    return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch)
+
+
 def evaluate(
     model: str | Path | TextRewardModel,
     data: DataSource,
@@ -132,9 +150,10 @@ def evaluate(
     repo: Repository | None = None,
     max_length: int | None = None,
     batch_size: int = 32,
+    plot: str | Path | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Evaluate a reward model on preference data.
+    """Evaluate a reward model on preference data; optionally draw its reliability diagram.
 
     Args:
         model: A model folder, a ref of ``repo`` (``main``, ``main~1``, an id prefix) or a
@@ -146,15 +165,21 @@ def evaluate(
         repo: Repository for refs; discovered when needed.
         max_length: Token budget per text; default the model's training ``max_length``.
         batch_size: Texts per forward pass.
+        plot: Image file (``.png``, ``.pdf``, ``.svg``...) for the reliability diagram; its
+            folder is created. Nothing is drawn when no pair has a non-tied prediction.
         progress: Show progress bars.
 
     Raises:
         DataError: Unknown split, a split asked of a model with no stored training config,
             unreadable data, or no pairs in the chosen split.
         RefError: ``model`` is neither a folder nor a known ref.
+        ConfigError: ``max_length`` is below 4 or beyond the backbone's positions.
+        OutputError: ``plot`` is a folder, lies under a file, or has no image suffix.
     """
     if split not in (*SPLITS, "all"):
         raise DataError(f"unknown split {split!r}: expected one of {', '.join((*SPLITS, 'all'))}")
+    if plot is not None:
+        _check_plot_path(plot)
     with open_model(model, repo) as source:
         if split != "all" and source.config is None:
             raise DataError(f"--split {split} needs the seed and fractions the model was trained with, and "
@@ -165,8 +190,13 @@ def evaluate(
             if not dataset.pairs:
                 raise DataError(f"the {split} split of {', '.join(_names(data))} holds no preference pair")
         loaded = source.load()  # the weights, once the data is known to be good
-    return evaluate_model(loaded, dataset, max_length=max_length or loaded.max_length, batch_size=batch_size,
-                          progress=progress)
+    max_length = _token_budget(loaded, max_length)
+    report = evaluate_model(loaded, dataset, max_length=max_length, batch_size=batch_size, progress=progress)
+    if plot is not None and report.reliability is not None:
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        names = [str(model) if isinstance(model, str | Path) else "model", *(Path(d).name for d in _names(data))]
+        plot_reliability(report.reliability, plot, title="\n".join(names))
+    return report
 
 
 def score(
@@ -177,9 +207,13 @@ def score(
     repo: Repository | None = None,
     max_length: int | None = None,
 ) -> list[float]:
-    """Rewards of the texts ``prompt + response`` (prompts default to empty), in input order."""
+    """Rewards of the texts ``prompt + response`` (prompts default to empty), in input order.
+
+    Raises:
+        ConfigError: ``max_length`` is below 4 or beyond the backbone's positions.
+    """
     loaded, _ = load_model(model, repo)
-    return loaded.score(prompts or [""] * len(responses), responses, max_length=max_length or loaded.max_length)
+    return loaded.score(prompts or [""] * len(responses), responses, max_length=_token_budget(loaded, max_length))
 
 
 def score_data(
@@ -208,7 +242,7 @@ def load_model(
 
     Raises:
         RefError: Not a folder and not a ref of the repository.
-        ModelError: The folder does not hold a loadable model.
+        ModelError: The folder, or the commit's model, is not a loadable reward model.
     """
     with open_model(model, repo) as source:
         return source.load(), source.config
@@ -243,8 +277,21 @@ class ModelSource:
         return load_tokenizer(self.folder)
 
     def load(self) -> TextRewardModel:
-        """The whole model, weights included."""
-        return self._model if isinstance(self._model, TextRewardModel) else TextRewardModel.load(self.folder)
+        """The whole model, weights included.
+
+        Raises:
+            ModelError: The folder, or the commit's model, is not a loadable reward model.
+        """
+        if isinstance(self._model, TextRewardModel):
+            return self._model
+        if not isinstance(self._model, Commit):
+            return TextRewardModel.load(self.folder)
+        folder = self.folder
+        try:
+            return TextRewardModel.load(folder)
+        except ModelError as exc:  # name the commit, not the temporary folder
+            raise ModelError(f"commit {self._model.id[:10]} does not load as a reward model: "
+                             f"{str(exc).replace(repr(str(folder)), 'it').replace(str(folder), 'it')}") from exc
 
 
 @contextmanager
@@ -262,6 +309,56 @@ def open_model(model: str | Path | TextRewardModel, repo: Repository | None = No
         yield ModelSource(repo.resolve(str(model)), repo, Path(scratch))
 
 
+def _check_output_path(path: str | Path, what: str, flag: str, *, folder: bool) -> Path:
+    """Refuse an output path that cannot be written, before any slow work.
+
+    Args:
+        path: The folder or file to write (it and the folders above it may be new).
+        what: What it is, for the message (``"output folder"``).
+        flag: The CLI flag that sets it, for the message.
+        folder: Whether ``path`` is to be a folder (else a file).
+
+    Raises:
+        OutputError: ``path`` exists as the other kind, or a folder above it is a file.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind, wanted = ("a file", "a new or existing folder") if folder else ("a folder", "a file name")
+        raise OutputError(f"{what} {path} is {kind}; give {flag} {wanted}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what} {path} cannot be created: {parent} is a file; give {flag} another path")
+            break
+    return path
+
+
+def _check_plot_path(path: str | Path) -> None:
+    """Refuse a plot path before evaluating: see :func:`_check_output_path`; the suffix names an image format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = _check_output_path(path, "plot file", "--plot", folder=False)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise OutputError(f"plot file {path} has no image suffix matplotlib writes; end --plot in .png, .pdf or "
+                          f".svg (or one of {', '.join(sorted(formats))})")
+
+
+def _token_budget(model: TextRewardModel, max_length: int | None) -> int:
+    """``max_length``, or the model's own budget when None, checked against the backbone.
+
+    Raises:
+        ConfigError: Below 4 tokens (room for special tokens) or beyond the backbone's positions.
+    """
+    if max_length is None:
+        return model.max_length
+    limit = model.max_positions
+    if max_length < 4 or (limit is not None and max_length > limit):
+        most = f" and at most {limit}, the backbone's positions" if limit is not None else ""
+        raise ConfigError(f"max_length (--max-length) must be at least 4{most}; got {max_length}")
+    return max_length
+
+
 def _names(data: DataSource) -> list[str]:
     return [str(data)] if isinstance(data, str | Path) else [str(d) for d in data]
 
@@ -269,6 +366,7 @@ def _names(data: DataSource) -> list[str]:
 __all__ = [
     "ModelSource",
     "TrainRun",
+    "commit",
     "evaluate",
     "load_model",
     "open_model",

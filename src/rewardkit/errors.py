@@ -33,4 +33,8 @@ class ModelError(RewardkitError):
 
 
 class ConfigError(RewardkitError):
-    """A training hyperparameter is outside its range; the message names the field."""
+    """A setting (a training hyperparameter, a token budget) is outside its range; the message names it."""
+
+
+class OutputError(RewardkitError):
+    """An output (run folder, plot file) cannot be written where asked; the message names it and why."""

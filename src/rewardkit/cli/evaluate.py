@@ -9,8 +9,7 @@ import typer
 
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import console, eval_table, print_json
-from rewardkit.evaluation import plot_reliability
+from rewardkit.cli.render import console, eval_table, pair_rewards_table, print_json, text_rewards_table
 
 ModelArg = Annotated[str, typer.Option("--model", help="A ref (main, main~1, commit-id prefix) or a model folder.")]
 
@@ -25,24 +24,22 @@ def evaluate(
     format: FormatOption = None,  # noqa: A002
     split: Annotated[str, typer.Option(help="all, or train/validation/test: the split the stored model was "
                                        "trained with (seed and fractions from its commit).")] = "all",
-    max_length: Annotated[int | None, typer.Option(help="Tokens per text [default: the model's training "
-                                                   "max_length, else 512].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
-    plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram to this PNG.",
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text; default: the model's training "
+                                                   "max_length, else 512.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.", min=1)] = 32,
+    plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram to this image (.png, .pdf, .svg).",
                                               show_default=False)] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
     """Pairwise accuracy with a bootstrap 95% CI, per source and subset, longer-wins baseline, ECE."""
     report = api.evaluate(model, data, format=format, split=split, repo=_repo_for(model, repo),
-                          max_length=max_length, batch_size=batch_size, progress=not as_json)
-    if plot is not None and report.reliability is not None:
-        plot_reliability(report.reliability, plot, title="\n".join([model, *(Path(d).name for d in data)]))
+                          max_length=max_length, batch_size=batch_size, plot=plot, progress=not as_json)
     if as_json:
         print_json(report.to_dict())
         return
     console.print(eval_table(report, f"{model} on {', '.join(Path(d).name for d in data)} ({split})"))
-    if plot is not None:
+    if plot is not None and report.reliability is not None:
         console.print(f"reliability diagram: {plot}")
 
 
@@ -58,8 +55,6 @@ def score(
     repo: RepoOption = None,
 ) -> None:
     """Rewards of texts, or of the chosen/rejected responses of a data file."""
-    from rich.table import Table
-
     if not texts and data is None:
         raise typer.BadParameter("give TEXT arguments or --data FILE")
     r = _repo_for(model, repo)
@@ -67,20 +62,13 @@ def score(
         rewards = api.score(model, texts, [prompt] * len(texts), repo=r)
         if as_json:
             print_json([{"text": t, "reward": x} for t, x in zip(texts, rewards, strict=True)])
-            return
-        table = Table("reward", "text")
-        for text, reward in zip(texts, rewards, strict=True):
-            table.add_row(f"{reward:+.4f}", text)
-        console.print(table)
+        else:
+            console.print(text_rewards_table(texts, rewards))
         return
     dataset, scored = api.score_data(model, data, format=format, repo=r)
     rows = [{"location": p.location, "tie": p.tie, "chosen": c, "rejected": j, "difference": c - j}
             for p, (c, j) in zip(dataset.pairs + dataset.ties, scored, strict=True)]
     if as_json:
         print_json(rows)
-        return
-    table = Table("record", "r_chosen", "r_rejected", "r_chosen − r_rejected", "tie")
-    for row in rows:
-        table.add_row(row["location"], f"{row['chosen']:+.4f}", f"{row['rejected']:+.4f}",
-                      f"{row['difference']:+.4f}", "tie" if row["tie"] else "")
-    console.print(table)
+    else:
+        console.print(pair_rewards_table(rows))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -27,8 +28,16 @@ app.command()(repo.show)
 app.command()(repo.checkout)
 
 
+DEBUG_ENV = "REWARDKIT_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with code 2."""
+    """Run the CLI; user errors print one line on stderr and exit with code 2.
+
+    An exception that is not a :class:`RewardkitError` is a bug: it prints one line asking
+    for a report and exits with code 1, or raises with its traceback when ``$REWARDKIT_DEBUG``
+    is set. Ctrl-C exits with code 130.
+    """
     try:
         result = app(args=argv, prog_name="rewardkit", standalone_mode=False)
     except typer.Exit as exc:
@@ -44,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except RewardkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        detail = str(exc).strip().partition("\n")[0]
+        print(f"error: unexpected {type(exc).__name__}{': ' + detail if detail else ''}; this is a bug in "
+              f"rewardkit, please report it (run again with {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
     return result if isinstance(result, int) else 0
 
 

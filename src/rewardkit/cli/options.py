@@ -12,7 +12,7 @@ from rewardkit.store import Repository
 
 RepoOption = Annotated[
     Path | None,
-    typer.Option("--repo", envvar="REWARDKIT_REPO", help="Repository folder [default: ./.rewardkit].",
+    typer.Option("--repo", envvar="REWARDKIT_REPO", help="Repository folder; default: ./.rewardkit.",
                  show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]

@@ -1,24 +1,54 @@
-"""Rich renderings of what the API returns; no logic beyond layout."""
+r"""Rich renderings of what the API returns; no logic beyond layout.
+
+Commit messages, paths, refs, subset names and scored texts are user or data text, and
+are printed exactly as they are: :data:`console` reads no rich markup (``[bold]``,
+``[/x]``, ``[main 1a2b3c]`` stay literal) and no emoji codes (``:smile:``), and shows
+control characters escaped (ESC as ``\x1b``), in plain strings and table cells alike.
+Styling is given as :class:`rich.text.Text` styles, never as markup, so no string needs
+escaping. Every command prints through :data:`console` (or :func:`print_json`); nothing
+else in ``cli/`` makes a console (ruff's TID251 refuses it).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rewardkit.evaluation import EvalReport
 from rewardkit.store import Commit
 
-console = Console(width=None if Console().is_terminal else 120)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class _LiteralConsole(Console):
+    r"""A console that prints every string as it is, control characters shown as ``\x1b``.
+
+    Markup and emoji codes are off; control characters (ESC, BEL, CR... but not newline or
+    tab) in data would otherwise reach the terminal and recolour or rewrite it.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:  # noqa: D102 (rich's)
+        return super().render_str(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text), **kwargs)
+
+
+console = _LiteralConsole(width=None if Console().is_terminal else 120, markup=False, emoji=False, highlight=False)
 MAX_SUBSET_ROWS = 15
 
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout, for scripts."""
     print(json.dumps(value, indent=2, default=str))
+
+
+def bold(text: str) -> Text:
+    """``text`` in bold, as literal text."""
+    return Text(text, style="bold")
 
 
 def _pct(x: float | None) -> str:
@@ -31,7 +61,7 @@ def eval_table(report: EvalReport, title: str) -> Table:
     for col in ("group", "pairs", "accuracy", "95% CI", "longer wins", "mean margin"):
         table.add_column(col, justify="left" if col == "group" else "right")
     low, high = report.accuracy_ci
-    table.add_row("[bold]all[/]", str(report.n_pairs), f"[bold]{_pct(report.accuracy)}[/]",
+    table.add_row(bold("all"), str(report.n_pairs), bold(_pct(report.accuracy)),
                   f"{_pct(low)}–{_pct(high)}", _pct(report.longer_wins_accuracy), f"{report.mean_margin:+.3f}")
     for kind, groups in (("source", report.by_source), ("subset", report.by_subset)):
         rows = sorted(groups.items(), key=lambda kv: -kv[1].n_pairs)
@@ -50,6 +80,23 @@ def eval_table(report: EvalReport, title: str) -> Table:
     return table
 
 
+def text_rewards_table(texts: list[str], rewards: list[float]) -> Table:
+    """One row per scored text: reward, then the text as given."""
+    table = Table("reward", "text")
+    for text, reward in zip(texts, rewards, strict=True):
+        table.add_row(f"{reward:+.4f}", text)
+    return table
+
+
+def pair_rewards_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per record of a data file: where it is, r_chosen, r_rejected, their difference, tie."""
+    table = Table("record", "r_chosen", "r_rejected", "r_chosen − r_rejected", "tie")
+    for row in rows:
+        table.add_row(row["location"], f"{row['chosen']:+.4f}", f"{row['rejected']:+.4f}",
+                      f"{row['difference']:+.4f}", "tie" if row["tie"] else "")
+    return table
+
+
 def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
     """One row per commit, newest first, like ``git log --oneline`` with metrics."""
     table = Table(title="log", title_justify="left")
@@ -61,7 +108,7 @@ def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
     for c in commits:
         acc = (c.metrics or {}).get("validation/accuracy")
         table.add_row(c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
-                      c.message.splitlines()[0], _pct(acc) if acc is not None else "–",
+                      c.message.partition("\n")[0], _pct(acc) if acc is not None else "–",
                       (c.data_fingerprint or "–")[:10])
     return table
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from rewardkit import api
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import commit_table, console, log_table, print_json
 from rewardkit.store import Repository
@@ -16,7 +17,7 @@ from rewardkit.store.repository import DEFAULT_DIR
 
 
 def init(
-    path: Annotated[Path | None, typer.Argument(help="Folder to create [default: $REWARDKIT_REPO or ./.rewardkit].",
+    path: Annotated[Path | None, typer.Argument(help="Folder to create; default: $REWARDKIT_REPO or ./.rewardkit.",
                                                 show_default=False)] = None,
     repo: RepoOption = None,
 ) -> None:
@@ -35,13 +36,13 @@ def commit(
     """Commit a model folder: one object per tensor, so unchanged tensors cost nothing."""
     with open_repo(repo) as r:
         before = r.stats().objects
-        c = r.commit_dir(model_dir, message, branch=branch)
+        c = api.commit(model_dir, message, repo=r, branch=branch)
         console.print(f"[{branch} {c.id[:10]}] {message}  ({r.stats().objects - before} new objects)")
 
 
 def log(
     ref: Annotated[str, typer.Argument(help="Where to start: branch, branch~N or commit id.")] = "main",
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.", min=0)] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:

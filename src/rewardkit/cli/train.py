@@ -7,14 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.models import OptionInfo
 
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import console, eval_table, print_json
+from rewardkit.cli.render import bold, console, eval_table, print_json
 from rewardkit.training import RewardConfig
 
-H = RewardConfig.help
 D = RewardConfig()
+
+
+def _option(name: str, **kwargs) -> OptionInfo:
+    """The ``typer.Option`` of a :class:`RewardConfig` field: its flag and help text come from the field."""
+    flag = RewardConfig.flag(name)
+    if isinstance(getattr(D, name), bool):
+        flag = f"{flag}/--no-{flag.removeprefix('--')}"
+    return typer.Option(flag, help=RewardConfig.help(name), **kwargs)
 
 
 def train(
@@ -32,33 +40,29 @@ def train(
         typer.Option("--eval-data", help="More data to evaluate on after training (all of it); the metrics go "
                      "into the commit. Repeat for several.", show_default=False),
     ] = None,
-    base_model: Annotated[str | None, typer.Option(help=H("base_model"), show_default=False)] = None,
-    max_length: Annotated[int, typer.Option(help=H("max_length"))] = D.max_length,
-    epochs: Annotated[float, typer.Option(help=H("epochs"))] = D.epochs,
-    batch_size: Annotated[int, typer.Option(help=H("batch_size"))] = D.batch_size,
-    gradient_accumulation_steps: Annotated[
-        int, typer.Option("--grad-accum", help=H("gradient_accumulation_steps"))
-    ] = D.gradient_accumulation_steps,
-    learning_rate: Annotated[float, typer.Option("--lr", help=H("learning_rate"))] = D.learning_rate,
-    warmup_ratio: Annotated[float, typer.Option(help=H("warmup_ratio"))] = D.warmup_ratio,
-    center_rewards: Annotated[
-        float | None, typer.Option(help=H("center_rewards_coefficient"), show_default=False)
-    ] = None,
-    weight_decay: Annotated[float, typer.Option(help=H("weight_decay"))] = D.weight_decay,
-    max_grad_norm: Annotated[float, typer.Option(help=H("max_grad_norm"))] = D.max_grad_norm,
-    use_margin: Annotated[bool, typer.Option(help=H("use_margin"))] = D.use_margin,
-    disable_dropout: Annotated[bool, typer.Option(help=H("disable_dropout"))] = D.disable_dropout,
-    group_by_length: Annotated[bool, typer.Option(help=H("group_by_length"))] = D.group_by_length,
-    bf16: Annotated[bool, typer.Option(help=H("bf16"))] = D.bf16,
-    seed: Annotated[int, typer.Option(help=H("seed"))] = D.seed,
-    limit: Annotated[int | None, typer.Option(help=H("limit"), show_default=False)] = None,
-    logging_steps: Annotated[int, typer.Option(help=H("logging_steps"))] = D.logging_steps,
-    save_steps: Annotated[int | None, typer.Option(help=H("save_steps"), show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option(help=H("num_threads"), show_default=False)] = None,
+    base_model: Annotated[str | None, _option("base_model", show_default=False)] = None,
+    max_length: Annotated[int, _option("max_length")] = D.max_length,
+    epochs: Annotated[float, _option("epochs")] = D.epochs,
+    batch_size: Annotated[int, _option("batch_size")] = D.batch_size,
+    gradient_accumulation_steps: Annotated[int, _option("gradient_accumulation_steps")] = D.gradient_accumulation_steps,
+    learning_rate: Annotated[float, _option("learning_rate")] = D.learning_rate,
+    warmup_ratio: Annotated[float, _option("warmup_ratio")] = D.warmup_ratio,
+    center_rewards: Annotated[float | None, _option("center_rewards_coefficient", show_default=False)] = None,
+    weight_decay: Annotated[float, _option("weight_decay")] = D.weight_decay,
+    max_grad_norm: Annotated[float, _option("max_grad_norm")] = D.max_grad_norm,
+    use_margin: Annotated[bool, _option("use_margin")] = D.use_margin,
+    disable_dropout: Annotated[bool, _option("disable_dropout")] = D.disable_dropout,
+    group_by_length: Annotated[bool, _option("group_by_length")] = D.group_by_length,
+    bf16: Annotated[bool, _option("bf16")] = D.bf16,
+    seed: Annotated[int, _option("seed")] = D.seed,
+    limit: Annotated[int | None, _option("limit", show_default=False)] = None,
+    logging_steps: Annotated[int, _option("logging_steps")] = D.logging_steps,
+    save_steps: Annotated[int | None, _option("save_steps", show_default=False)] = None,
+    threads: Annotated[int | None, _option("num_threads", show_default=False)] = None,
     output_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder for the model, curves and checkpoints [default: runs/<time>].", show_default=False
+            help="Run folder for the model, curves and checkpoints; default: runs/<time>.", show_default=False
         ),
     ] = None,
     resume_from: Annotated[
@@ -143,4 +147,4 @@ def train(
     for name, report in run.evaluations.items():
         console.print(eval_table(report, f"{name} split" if name in ("validation", "test") else name))
     if run.commit:
-        console.print(f"[bold]committed[/] {run.commit.id[:10]}: {run.commit.message}")
+        console.print(bold("committed"), f"{run.commit.id[:10]}: {run.commit.message}")

@@ -22,7 +22,8 @@ def plot_reliability(rel: Reliability, path: str | Path, title: str = "") -> Pat
     ax.plot([0.5, 1.0], [0.5, 1.0], linestyle=":", color="grey", label="perfect calibration")
     ax.plot(rel.confidence, rel.accuracy, marker="o", label="model")
     ax.set(ylabel="accuracy", ylim=(0, 1.02))
-    ax.set_title(f"{title}\nECE {rel.ece:.3f}" if title else f"reliability (ECE {rel.ece:.3f})", fontsize=9)
+    ax.set_title(f"{title}\nECE {rel.ece:.3f}" if title else f"reliability (ECE {rel.ece:.3f})", fontsize=9,
+                 parse_math=False)  # the title holds file names and refs: no mathtext
     ax.legend(loc="lower right")
     ax_n.bar(rel.confidence, rel.count, width=0.04, color="tab:blue", alpha=0.6)
     ax_n.set(xlabel="confidence max(σ(Δr), 1-σ(Δr))", ylabel="pairs", xlim=(0.48, 1.02))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from rewardkit.errors import ModelError
+from rewardkit.models.reward_head import check_base_model
 from rewardkit.models.truncation import Encoded, SpecialTokens, truncate_pair
 
 
@@ -85,20 +86,26 @@ class TextRewardModel(nn.Module):
     def load(cls, name_or_path: str | os.PathLike | None = None) -> TextRewardModel:
         """Load a backbone and tokenizer, with a one-logit head.
 
+        A backbone without a sequence-classification head (``BertModel``, a causal LM) gets a
+        fresh one-output head; a sequence-classification model with one output loads as it
+        is; one with 2 or more outputs is refused (see :mod:`rewardkit.models.reward_head`).
+
         Args:
             name_or_path: A local folder or a Hugging Face hub id; ``None`` means
                 :func:`default_backbone`.
 
         Raises:
-            ModelError: The folder does not exist or transformers cannot load it.
+            ModelError: The folder does not exist, transformers cannot load it, or it is a
+                classifier with ``num_labels`` other than 1.
         """
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
             raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
         try:
             with _quiet_transformers():  # the "newly initialized head" report is expected here
+                check_base_model(AutoConfig.from_pretrained(path), path)
                 tokenizer = AutoTokenizer.from_pretrained(path)
                 backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         except (OSError, ValueError, KeyError) as exc:

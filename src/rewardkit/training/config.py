@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import Field, asdict, dataclass, field, fields
+from numbers import Integral, Real
+from os import PathLike
 from typing import Any
 
 from rewardkit.data.split import check_fractions
 from rewardkit.errors import ConfigError, DataError
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 (the field's help text)
-    return field(default=default, metadata={"help": help})
+def _f(default: Any, help: str, *, flag: str | None = None, cli: bool = True) -> Any:  # noqa: A002
+    """A field with its help text and CLI flag (``--name-with-dashes`` unless ``flag`` says)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "cli": cli})
 
 
 @dataclass
@@ -28,8 +32,8 @@ class RewardConfig:
     )
     epochs: float = _f(1.0, "Passes over the training pairs (fractions allowed).")
     batch_size: int = _f(8, "Pairs per forward pass (chosen and rejected go together, so 2x texts).")
-    gradient_accumulation_steps: int = _f(1, "Forward passes per optimizer step.")
-    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.")
+    gradient_accumulation_steps: int = _f(1, "Forward passes per optimizer step.", flag="--grad-accum")
+    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.", flag="--lr")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     warmup_ratio: float = _f(0.1, "Fraction of optimizer steps with linear warm-up; linear decay after.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
@@ -37,6 +41,7 @@ class RewardConfig:
         None,
         "Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); "
         "off when unset.",
+        flag="--center-rewards",
     )
     use_margin: bool = _f(True, "Subtract the records' margin inside the Bradley-Terry loss when they have one.")
     disable_dropout: bool = _f(True, "Turn every dropout layer off while training, as TRL's RewardTrainer does.")
@@ -44,41 +49,77 @@ class RewardConfig:
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CPU or GPU); weights stay float32.")
     seed: int = _f(42, "Seed for the split, the initial head, dropout and batch order.")
     split: tuple[float, float, float] = _f(
-        (0.8, 0.1, 0.1), "Train/validation/test fractions, split per source by prompt group."
+        (0.8, 0.1, 0.1), "Train/validation/test fractions, split per source by prompt group.", cli=False
     )
     limit: int | None = _f(None, "Use at most this many training pairs per source (the first N after the split).")
     logging_steps: int = _f(10, "Optimizer steps between logged points of the loss/accuracy curves.")
     save_steps: int | None = _f(None, "Write a resumable checkpoint every N optimizer steps.")
-    num_threads: int | None = _f(None, "torch CPU threads; default: torch's choice.")
+    num_threads: int | None = _f(None, "torch CPU threads; default: torch's choice.", flag="--threads")
 
     def __post_init__(self) -> None:
-        """Validate at the boundary, naming the field and the fix.
+        """Validate every field at the boundary, before any data or weights load.
+
+        Every number must be finite (``inf`` and ``nan`` are refused) and inside its range;
+        the message names the field, its CLI flag, the range and the value, on one line.
 
         Raises:
-            ConfigError: A value outside its range.
+            ConfigError: A value of the wrong type or outside its range.
         """
-        at_least_one = ["batch_size", "gradient_accumulation_steps", "logging_steps", "limit", "save_steps",
-                        "num_threads"]
-        for name in at_least_one:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if self.max_length < 4:
-            raise ConfigError(f"max_length must be at least 4 tokens (room for special tokens), got {self.max_length}")
-        if not self.epochs > 0:
-            raise ConfigError(f"epochs must be more than 0, got {self.epochs}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be more than 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio <= 1:
-            raise ConfigError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("weight_decay and max_grad_norm must not be negative")
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
+            self._check_int(name, 1)
+        for name in ("limit", "save_steps", "num_threads"):
+            if getattr(self, name) is not None:
+                self._check_int(name, 1)
+        self._check_int("max_length", 4, why=" (room for special tokens)")
+        self._check_int("seed", 0, 2**32 - 1)
+        self._check_float("epochs", 0, above=True)
+        self._check_float("learning_rate", 0, above=True)
+        self._check_float("weight_decay", 0)
+        self._check_float("warmup_ratio", 0, 1)
+        self._check_float("max_grad_norm", 0, why=" (0 disables clipping)")
+        if self.center_rewards_coefficient is not None:
+            self._check_float("center_rewards_coefficient", 0)
+        for name in ("use_margin", "disable_dropout", "group_by_length", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{self._label(name)} must be true or false, got {getattr(self, name)!r}")
+        if self.base_model is not None and not isinstance(self.base_model, str | PathLike):
+            raise ConfigError(f"{self._label('base_model')} must be a folder or hub id, got {self.base_model!r}")
         try:
             check_fractions(self.split)
         except DataError as exc:
             raise ConfigError(str(exc)) from None
         if self.split[0] <= 0:
             raise ConfigError(f"split needs a training share above 0, got {tuple(self.split)}")
+
+    def _check_int(self, name: str, low: int, high: int | None = None, why: str = "") -> None:
+        value = getattr(self, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Integral)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{self._label(name)} must be a whole number {expected}{why}, got {value!r}")
+
+    def _check_float(self, name: str, low: float, high: float | None = None, *, above: bool = False,
+                     why: str = "") -> None:
+        value = getattr(self, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not math.isfinite(value)
+            or (value <= low if above else value < low)
+            or (high is not None and value > high)
+        ):
+            expected = f"in [{low}, {high}]" if high is not None else f"{'>' if above else '>='} {low}"
+            raise ConfigError(f"{self._label(name)} must be a finite number {expected}{why}, got {value!r}")
+
+    @staticmethod
+    def _label(name: str) -> str:
+        """``learning_rate (--lr)``: the field and, if it has one, its CLI flag."""
+        flag = RewardConfig.flag(name)
+        return f"{name} ({flag})" if flag else name
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
@@ -96,4 +137,16 @@ class RewardConfig:
     @staticmethod
     def help(name: str) -> str:
         """Help text of one field."""
-        return next(f.metadata["help"] for f in fields(RewardConfig) if f.name == name)
+        return _field(name).metadata["help"]
+
+    @staticmethod
+    def flag(name: str) -> str | None:
+        """CLI flag of one field (``--lr`` for ``learning_rate``), or None if it has none."""
+        metadata = _field(name).metadata
+        if not metadata["cli"]:
+            return None
+        return metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def _field(name: str) -> Field:
+    return next(f for f in fields(RewardConfig) if f.name == name)
