@@ -112,7 +112,6 @@ def test_undo_on_error_deletes_only_new_objects(store: ObjectStore) -> None:
     assert store.has(blob_id(b"new"))
 
 
-@pytest.mark.skipif(objects.fcntl is None, reason="no flock here")
 def test_undo_on_error_blocks_are_exclusive(store: ObjectStore) -> None:
     entered = threading.Event()
 

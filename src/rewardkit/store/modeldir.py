@@ -58,9 +58,11 @@ def read_model_dir(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def write_model_dir(
-    folder: str | Path, tensors: dict[str, torch.Tensor], files: dict[str, bytes]
+    folder: str | Path, tensors: dict[str, torch.Tensor] | None, files: dict[str, bytes]
 ) -> Path:
     """Write a model folder: every file at its relative path, and ``model.safetensors``.
+
+    With ``tensors=None`` only the files are written (no ``model.safetensors``).
 
     Existing files at the same paths are overwritten; others are left alone.
 
@@ -73,7 +75,8 @@ def write_model_dir(
         path = folder / check_file_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if tensors is not None:
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     return folder
 
 
