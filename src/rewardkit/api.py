@@ -184,6 +184,10 @@ def load_model(
 ) -> tuple[TextRewardModel, RewardConfig | None]:
     """Load a model given as an object, a folder or a ref; with its training config if stored.
 
+    A ref loads its tensors straight from the repository's objects (re-hashed as read);
+    only the small files (config, tokenizer) pass through a temporary folder, so no copy
+    of the weights is ever written.
+
     Raises:
         RefError: Not a folder and not a ref of the repository.
         ModelError: The folder does not hold a loadable model.
@@ -194,8 +198,10 @@ def load_model(
         return TextRewardModel.load(model), None
     repo = repo or Repository.discover()
     commit = repo.resolve(str(model))
-    with tempfile.TemporaryDirectory(prefix="rewardkit-") as tmp:
-        loaded = TextRewardModel.load(repo.checkout(commit.id, Path(tmp) / "model"))
+    state_dict = repo.load_tensors(commit.id)  # straight from the objects, verified: no weights file
+    with tempfile.TemporaryDirectory(prefix="rewardkit-") as tmp:  # config and tokenizer files only
+        folder = repo.checkout(commit.id, Path(tmp) / "model", weights=False)
+        loaded = TextRewardModel.load(folder, state_dict=state_dict)
     stored = (commit.params or {}).get("config")
     return loaded, RewardConfig.from_dict(stored) if stored else None
 

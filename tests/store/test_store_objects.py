@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rewardkit.errors import StoreError
-from rewardkit.store import objects
 from rewardkit.store.objects import ObjectStore, blob_id, tensor_bytes, tensor_id
 
 

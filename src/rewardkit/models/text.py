@@ -56,17 +56,23 @@ class TextRewardModel(nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike | None = None) -> TextRewardModel:
+    def load(
+        cls, name_or_path: str | os.PathLike | None = None, *, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> TextRewardModel:
         """Load a backbone and tokenizer, with a one-logit head.
 
         Args:
             name_or_path: A local folder or a Hugging Face hub id; ``None`` means
                 :func:`default_backbone`.
+            state_dict: The weights, by name as in ``model.safetensors``, to use instead of
+                the folder's weights file (which may then be absent): how a stored version
+                loads straight from the repository's objects. transformers loads them the
+                way it loads the file, so the model is the same.
 
         Raises:
             ModelError: The folder does not exist or transformers cannot load it.
         """
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
@@ -74,7 +80,13 @@ class TextRewardModel(nn.Module):
         try:
             with _quiet_transformers():  # the "newly initialized head" report is expected here
                 tokenizer = AutoTokenizer.from_pretrained(path)
-                backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+                if state_dict is None:
+                    backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+                else:
+                    config = AutoConfig.from_pretrained(path, num_labels=1)
+                    backbone = AutoModelForSequenceClassification.from_pretrained(
+                        None, config=config, state_dict=state_dict
+                    )
         except (OSError, ValueError, KeyError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc

@@ -1,13 +1,14 @@
 """The repository write lock: one writer at a time, on every platform.
 
 The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on every local filesystem,
-with or without ``fcntl``), holding JSON ``{"pid", "host", "since", "token"}``. While it is
-held, a heartbeat thread refreshes the file's modification time every ``lease_s / 4``
-seconds. A waiter takes the lock over when it is stale:
+with or without ``fcntl``), holding JSON ``{"pid", "host", "since", "lease_s", "token"}``.
+While it is held, a heartbeat thread refreshes the file's modification time every
+``lease_s / 4`` seconds. A waiter takes the lock over when it is stale:
 
 * its process is dead (same host only: a pid means nothing elsewhere), or
-* its file was not refreshed for ``lease_s`` seconds: the holder died on another host, or
-  is stopped (``SIGSTOP``, a suspended laptop), which freezes its heartbeat too.
+* its file was not refreshed for the holder's ``lease_s`` seconds: the holder died on
+  another host, or is stopped (``SIGSTOP``, a suspended laptop), which freezes its
+  heartbeat too.
 
 The takeover itself runs under a second ``O_EXCL`` file (``<lock>.break``) held for a few
 microseconds, and re-checks staleness under it, so two waiters never both take over.
@@ -49,12 +50,14 @@ class Holder:
         pid: Process id on ``host``.
         host: Host name of the holder.
         since: When it took the lock, Unix time in seconds.
+        lease_s: How long the lock stays valid without a heartbeat, in seconds.
         token: Random id of this holding, to tell a takeover from our own lock.
     """
 
     pid: int
     host: str
     since: float
+    lease_s: float
     token: str
 
     def describe(self) -> str:
@@ -120,7 +123,7 @@ class FileLock:
                 who = holder.describe() if holder else "a process that is just starting"
                 print(
                     f"waiting for the lock of {self.what} ({self.path}), held by {who}; it is "
-                    f"taken over if that process dies or stops for {self.lease_s:.0f} s",
+                    f"taken over if that process dies or stops for {holder.lease_s if holder else self.lease_s:.0f} s",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -154,13 +157,19 @@ class FileLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "token": token}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "lease_s": self.lease_s,
+            "token": token,
+        }
         with os.fdopen(fd, "w") as f:
             json.dump(holder, f)
         return True
 
     def _is_stale(self, holder: Holder | None, age: float) -> bool:
-        if age > self.lease_s:
+        if age > (holder.lease_s if holder else self.lease_s):
             return True
         return holder is not None and holder.host == socket.gethostname() and not _pid_alive(holder.pid)
 
@@ -195,7 +204,8 @@ def _read(path: Path) -> tuple[Holder | None, float | None]:
     try:
         age = time.time() - path.stat().st_mtime
         raw = json.loads(path.read_bytes())
-        return Holder(int(raw["pid"]), str(raw["host"]), float(raw["since"]), str(raw["token"])), age
+        fields = int(raw["pid"]), str(raw["host"]), float(raw["since"]), float(raw["lease_s"]), str(raw["token"])
+        return Holder(*fields), age
     except FileNotFoundError:
         return None, None
     except (ValueError, KeyError, TypeError):  # empty or half-written: judge by age only
