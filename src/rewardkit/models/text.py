@@ -72,7 +72,12 @@ class TextRewardModel(nn.Module):
         Raises:
             ModelError: The folder does not exist or transformers cannot load it.
         """
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
@@ -83,10 +88,10 @@ class TextRewardModel(nn.Module):
                 if state_dict is None:
                     backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
                 else:
+                    # transformers takes a state_dict only without a path, so only from the concrete class
                     config = AutoConfig.from_pretrained(path, num_labels=1)
-                    backbone = AutoModelForSequenceClassification.from_pretrained(
-                        None, config=config, state_dict=state_dict
-                    )
+                    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+                    backbone = model_class.from_pretrained(None, config=config, state_dict=state_dict)
         except (OSError, ValueError, KeyError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc

@@ -118,9 +118,15 @@ def create_tables(engine: Engine) -> None:
 def has_tables(engine: Engine) -> bool:
     """Return True if the database holds the ``commits`` table (False for a new or empty file).
 
+    A missing or zero-length SQLite file is answered without connecting, so looking
+    leaves it as it was.
+
     Raises:
         StoreError: If the database file is damaged.
     """
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if path and path != ":memory:" and (not Path(path).is_file() or Path(path).stat().st_size == 0):
+        return False
     try:
         return inspect(engine).has_table(commits_table.name)
     except DatabaseError as exc:
