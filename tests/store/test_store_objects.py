@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rewardkit.errors import StoreError
+from rewardkit.store import objects
 from rewardkit.store.objects import ObjectStore, blob_id, tensor_bytes, tensor_id
 
 
@@ -111,7 +112,10 @@ def test_undo_on_error_deletes_only_new_objects(store: ObjectStore) -> None:
     assert store.has(blob_id(b"new"))
 
 
-def test_undo_on_error_blocks_are_exclusive(store: ObjectStore) -> None:
+def test_undo_on_error_blocks_are_exclusive_without_fcntl(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(objects, "fcntl", None, raising=False)  # as on Windows: no flock
     entered = threading.Event()
 
     def other() -> None:
