@@ -16,6 +16,7 @@ from rewardkit.errors import DataError
 from rewardkit.evaluation import EvalReport, evaluate_model, reward_table
 from rewardkit.models import TextRewardModel
 from rewardkit.store import Commit, Repository
+from rewardkit.store.modeldir import map_like_weights_file
 from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
 
 DataSource = str | Path | Sequence[str | Path]
@@ -198,7 +199,8 @@ def load_model(
         return TextRewardModel.load(model), None
     repo = repo or Repository.discover()
     commit = repo.resolve(str(model))
-    state_dict = repo.load_tensors(commit.id)  # straight from the objects, verified: no weights file
+    # straight from the objects (verified), laid out as a checkout's weights file maps, but in memory
+    state_dict = map_like_weights_file(repo.load_tensors(commit.id))
     with tempfile.TemporaryDirectory(prefix="rewardkit-") as tmp:  # config and tokenizer files only
         folder = repo.checkout(commit.id, Path(tmp) / "model", weights=False)
         loaded = TextRewardModel.load(folder, state_dict=state_dict)

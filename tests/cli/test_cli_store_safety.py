@@ -16,6 +16,7 @@ from rewardkit.models import TextRewardModel
 from rewardkit.store import Repository
 
 TEXTS = ["Yes, it is blue.", "No idea.", "The sky is blue because of Rayleigh scattering of sunlight."]
+MANY = [f"Answer {i}: " + "the sky is blue " * (i % 7) + "because of scattering." for i in range(64)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -37,9 +38,12 @@ def test_a_ref_loads_from_the_objects_bit_identical_to_a_checkout(tmp_path, tiny
     assert next(from_ref.parameters()).dtype == next(checkout.parameters()).dtype == dtype
     assert from_ref.backbone.config.pad_token_id == checkout.backbone.config.pad_token_id is not None
     assert from_ref.tokenizer.padding_side == "right" and from_ref.max_length == checkout.max_length
-    for name, tensor in checkout.state_dict().items():
-        assert torch.equal(from_ref.state_dict()[name], tensor), name
-    assert from_ref.score([""] * 3, TEXTS, batch_size=2) == checkout.score([""] * 3, TEXTS, batch_size=2)
+    mapped = dict(from_ref.named_parameters())
+    for name, tensor in checkout.named_parameters():
+        assert torch.equal(mapped[name], tensor), name
+        assert mapped[name].data_ptr() % 64 == tensor.data_ptr() % 64, name  # same alignment as the file's
+    # bit-identical, not merely close: kernels round by alignment, so the layout must match the file's too
+    assert from_ref.score([""] * 64, MANY, batch_size=8) == checkout.score([""] * 64, MANY, batch_size=8)
 
 
 # `rewardkit score main ...`, pausing while the model loads so the test can terminate it there.
