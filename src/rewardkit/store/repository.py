@@ -152,12 +152,13 @@ class Repository:
             raise StoreError(f"no rewardkit repository at {path}; run `rewardkit init`") from None
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path / CONFIG_FILE} is unreadable: {exc}") from exc
-        if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
-            found = config if not isinstance(config, dict) else config.get("format")
+        if not isinstance(config, dict):
+            raise StoreError(f"{path / CONFIG_FILE} is unreadable: not a JSON object")
+        if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
             raise StoreError(
-                f"{path} is a repository of format {found!r} version "
-                f"{config.get('version') if isinstance(config, dict) else None}; this rewardkit "
-                f"reads {FORMAT!r} up to version {FORMAT_VERSION}, upgrade rewardkit"
+                f"{path} is a repository of format {config.get('format')!r} version "
+                f"{config.get('version')}; this rewardkit reads {FORMAT!r} up to version "
+                f"{FORMAT_VERSION}, upgrade rewardkit"
             )
         url = db_url or config.get("db_url")
         if url is None and not (path / DB_FILE).is_file():
