@@ -128,3 +128,21 @@ def test_a_damaged_repository_is_a_one_line_error(cli, tmp_path, tiny_model_dir,
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert pytest.importorskip("re").search(match, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_commit_verify_existing_repairs_a_damaged_large_object(cli, tmp_path, tiny_model_dir):
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "first")[0] == 0
+    with Repository.open(tmp_path / ".rewardkit") as repo:
+        largest = max(repo.objects.ids(), key=lambda id: repo.objects.path(id).stat().st_size)
+        path = repo.objects.path(largest)
+    assert path.stat().st_size > 1 << 20  # beyond the size up to which every commit compares bytes
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size: only comparing the bytes finds it
+    path.write_bytes(bytes(data))
+    assert cli("commit", tiny_model_dir, "-m", "again")[0] == 0
+    assert cli("checkout", "main", "--to", "broken")[0] == 2
+    code, _, err = cli("commit", tiny_model_dir, "-m", "again, checked", "--verify-existing")
+    assert code == 0 and f"object {largest}" in err and "was damaged" in err
+    assert cli("checkout", "main~2", "--to", "repaired")[0] == 0

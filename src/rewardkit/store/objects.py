@@ -22,7 +22,6 @@ import re
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -262,7 +261,7 @@ class ObjectStore:
         An object already stored under the same id is reused (dedup) only if it is intact:
         its size is always checked, and its bytes too when it is at most
         :data:`VERIFY_EXISTING_MAX` bytes or ``verify_existing`` is set. A damaged one is
-        replaced by the correct bytes (with a warning).
+        replaced by the correct bytes (with a warning on stderr).
 
         Raises:
             StoreError: If the dtype has no safetensors name.
@@ -462,8 +461,8 @@ class ObjectStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         if existed:  # repaired, not created: it stays even if the commit fails
-            warnings.warn(f"object {id} at {path} was damaged; rewrote it with the committed bytes",
-                          stacklevel=4)
+            print(f"warning: object {id} at {path} was damaged; rewrote it with the committed bytes",
+                  file=sys.stderr, flush=True)
         elif self._created is not None:
             self._created.append(id)
         _fsync_dir(path.parent)
