@@ -66,6 +66,35 @@ def test_sigterm_mid_commit_leaves_the_repository_as_it_was(
     assert repo.commit_dir(folder, "again").parents == [first.id]  # and the next commit works
 
 
+# `Repository.init`, pausing before it writes config.json (its last step) so the test can kill it there.
+_SLOW_INIT = """
+import sys, time
+from rewardkit.store import repository
+
+def slow_write(*args):
+    print("about to write config.json", flush=True)
+    time.sleep(60)
+repository._write_atomically = slow_write
+repository.Repository.init(sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+def test_init_killed_for_real_is_finished_by_init(tmp_path: Path) -> None:
+    path = tmp_path / "repo"
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_INIT, str(path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": SRC})
+    assert child.stdout is not None and child.stdout.readline() == "about to write config.json\n"
+    child.kill()  # SIGKILL: no cleanup at all
+    child.wait()
+    assert (path / "objects").is_dir() and (path / "meta.db").is_file() and not (path / "config.json").exists()
+    with pytest.raises(StoreError, match="unfinished repository"):
+        Repository.open(path)
+    with Repository.init(path) as repo:
+        repo.commit_tensors({"w": torch.ones(2)}, {}, "first")
+        assert repo.commits.count() == 1
+
+
 def test_a_killed_init_is_finished_by_init(tmp_path: Path) -> None:
     path = tmp_path / "repo"
     (path / "objects").mkdir(parents=True)  # init died after creating objects/ and half of meta.db
