@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import torch
 
 from rewardkit.errors import StoreError
 from rewardkit.store.commits import Commit, commit_id
@@ -27,11 +29,72 @@ def test_manifest_serialization_is_canonical() -> None:
     assert b" " not in data and data.startswith(b'{"files":')
 
 
+def _stored_manifest(store: ObjectStore) -> Manifest:
+    """A manifest whose objects are all in ``store``."""
+    w, b = store.put_tensor(torch.ones(2, 3)), store.put_tensor(torch.tensor(0.5))
+    files = {"config.json": store.put_blob(b"{}"), "tok/vocab.txt": store.put_blob(b"a\nb\n")}
+    return Manifest(tensors={"w": TensorEntry.from_ref(w), "b": TensorEntry.from_ref(b)}, files=files)
+
+
 def test_manifest_round_trips_through_the_object_store(tmp_path) -> None:
     store = ObjectStore(tmp_path)
-    m = _manifest()
+    m = _stored_manifest(store)
     assert m.store(store) == m.id
-    assert Manifest.load(store, m.id, verify=True) == m
+    assert Manifest.load(store, m.id) == m
+
+
+def test_an_edited_manifest_is_refused(tmp_path) -> None:
+    """A manifest is its hash: renaming a tensor in the stored file must not change the model."""
+    store = ObjectStore(tmp_path)
+    m = _stored_manifest(store)
+    id = m.store(store)
+    path = store.path(id)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes().replace(b'"w":', b'"v":'))  # same size, valid JSON
+    with pytest.raises(StoreError, match=f"manifest {id}: .*corrupt: its content does not hash"):
+        Manifest.load(store, id)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"shape": (3, 2)}, r"lists tensor 'w' as F32 \[3, 2\], but object \w+ is F32 \[2, 3\]"),
+        ({"dtype": "F16"}, r"lists tensor 'w' as F16 \[2, 3\], but object \w+ is F32"),
+        ({"id": "blob"}, r"lists tensor 'w' as F32 \[2, 3\], but object \w+ is a blob"),
+        ({"id": "missing"}, r"object 0{64} is missing"),
+    ],
+)
+def test_manifest_must_match_the_object_headers(tmp_path, change: dict, match: str) -> None:
+    store = ObjectStore(tmp_path)
+    m = _stored_manifest(store)
+    ids = {"blob": m.files["config.json"], "missing": "0" * 64}
+    entry = m.tensors["w"]
+    entry = TensorEntry(
+        id=ids.get(change.get("id"), entry.id),
+        dtype=change.get("dtype", entry.dtype),
+        shape=change.get("shape", entry.shape),
+    )
+    bad = Manifest(tensors={**m.tensors, "w": entry}, files=m.files)
+    with pytest.raises(StoreError, match=match):
+        Manifest.load(store, bad.store(store))
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ({"tensors": {"": {"id": A, "dtype": "F32", "shape": []}}}, "tensor name '' is not"),
+        ({"tensors": {"w": {"id": A, "dtype": "F33", "shape": []}}}, "unknown tensor dtype 'F33'"),
+        ({"tensors": {"w": {"id": A, "dtype": "F32", "shape": [-1]}}}, "not a list of non-negative"),
+        ({"tensors": {"w": {"id": A, "dtype": "F32", "shape": [1.5]}}}, "not a list of non-negative"),
+        ({"tensors": {"w": {"id": "xyz", "dtype": "F32", "shape": []}}}, "invalid object id 'xyz'"),
+        ({"files": {"../x": A}}, "invalid file name"),
+        ({"files": {"a.txt": 3}}, "invalid object id 3"),
+    ],
+)
+def test_manifest_structure_is_checked(raw: dict, match: str) -> None:
+    data = json.dumps({"version": 1, "tensors": {}, "files": {}} | raw).encode()
+    with pytest.raises(StoreError, match=match):
+        Manifest.from_bytes(data)
 
 
 def test_manifest_changes_with_any_entry() -> None:

@@ -213,10 +213,10 @@ def test_commit_refused_when_branch_moves_meanwhile(
     other = repo.commit_tensors(tiny_tensors(1), {}, "other", branch="other")
     put_blob = repo.objects.put_blob
 
-    def racing_put_blob(data: bytes) -> str:  # another process moves main mid-commit
+    def racing_put_blob(data: bytes, **kwargs: bool) -> str:  # another process moves main mid-commit
         repo.refs.set_ref("main", other.id, first.id, "someone else")
         monkeypatch.setattr(repo.objects, "put_blob", put_blob)
-        return put_blob(data)
+        return put_blob(data, **kwargs)
 
     monkeypatch.setattr(repo.objects, "put_blob", racing_put_blob)
     commits_before, objects_before = repo.commits.count(), object_paths(repo)

@@ -10,6 +10,7 @@ from typer.exceptions import TyperException
 
 from rewardkit.cli import evaluate, repo, train
 from rewardkit.errors import RewardkitError
+from rewardkit.store.lock import sigterm_raises
 
 app = typer.Typer(
     name="rewardkit",
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     is set. Ctrl-C exits with code 130.
     """
     try:
-        result = app(args=argv, prog_name="rewardkit", standalone_mode=False)
+        with sigterm_raises():  # SIGTERM cleans up (temp folders, half-written objects) like Ctrl-C
+            result = app(args=argv, prog_name="rewardkit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except TyperException as exc:  # usage errors (typer's own ClickException): exit code 2

@@ -31,12 +31,15 @@ def commit(
     model_dir: Annotated[Path, typer.Argument(help="Model folder with model.safetensors and config.json.")],
     message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
     branch: Annotated[str, typer.Option(help="Branch to commit on.")] = "main",
+    verify_existing: Annotated[bool, typer.Option(
+        help="Compare every tensor already in the store with the committed bytes before reusing it "
+             "(objects up to 1 MiB always are; larger ones only by size otherwise).")] = False,
     repo: RepoOption = None,
 ) -> None:
     """Commit a model folder: one object per tensor, so unchanged tensors cost nothing."""
     with open_repo(repo) as r:
         before = r.stats().objects
-        c = api.commit(model_dir, message, repo=r, branch=branch)
+        c = api.commit(model_dir, message, repo=r, branch=branch, verify_existing=verify_existing)
         console.print(f"[{branch} {c.id[:10]}] {message}  ({r.stats().objects - before} new objects)")
 
 

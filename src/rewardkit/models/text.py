@@ -83,7 +83,9 @@ class TextRewardModel(nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike | None = None) -> TextRewardModel:
+    def load(
+        cls, name_or_path: str | os.PathLike | None = None, *, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> TextRewardModel:
         """Load a backbone and tokenizer, with a one-logit head.
 
         A backbone without a sequence-classification head (``BertModel``, a causal LM) gets a
@@ -93,12 +95,21 @@ class TextRewardModel(nn.Module):
         Args:
             name_or_path: A local folder or a Hugging Face hub id; ``None`` means
                 :func:`default_backbone`.
+            state_dict: The weights, by name as in ``model.safetensors``, to use instead of
+                the folder's weights file (which may then be absent): how a stored version
+                loads straight from the repository's objects. transformers loads them the
+                way it loads the file, so the model is the same.
 
         Raises:
             ModelError: The folder does not exist, transformers cannot load it, or it is a
                 classifier with ``num_labels`` other than 1.
         """
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
         if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
@@ -107,7 +118,13 @@ class TextRewardModel(nn.Module):
             with _quiet_transformers():  # the "newly initialized head" report is expected here
                 check_base_model(AutoConfig.from_pretrained(path), path)
                 tokenizer = AutoTokenizer.from_pretrained(path)
-                backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+                if state_dict is None:
+                    backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+                else:
+                    # transformers takes a state_dict only without a path, so only from the concrete class
+                    config = AutoConfig.from_pretrained(path, num_labels=1)
+                    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+                    backbone = model_class.from_pretrained(None, config=config, state_dict=state_dict)
         except (OSError, ValueError, KeyError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from rewardkit.errors import StoreError
-from rewardkit.store.objects import ObjectStore, TensorRef, blob_id, canonical_json
+from rewardkit.store.objects import (
+    ObjectStore,
+    TensorRef,
+    blob_id,
+    canonical_json,
+    is_object_id,
+    torch_dtype,
+)
 
 MANIFEST_VERSION = 1
 #: The file checkout writes from a manifest's tensors; no file entry may use this path.
@@ -99,10 +106,12 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        """Parse a serialized manifest.
+        """Parse a serialized manifest and check its structure.
 
         Raises:
-            StoreError: If the bytes are not a manifest of a version this code reads.
+            StoreError: If the bytes are not a manifest of a version this code reads: not
+                JSON, a tensor with an empty name, an unknown dtype, a shape that is not a
+                list of non-negative ints, an invalid object id or file name.
         """
         try:
             raw = json.loads(data)
@@ -111,12 +120,10 @@ class Manifest:
                     f"manifest version {raw['version']} is not supported by this rewardkit "
                     f"(reads version {MANIFEST_VERSION}); upgrade rewardkit"
                 )
-            tensors = {
-                name: TensorEntry(id=t["id"], dtype=t["dtype"], shape=tuple(t["shape"]))
-                for name, t in raw["tensors"].items()
-            }
-            return cls(tensors=tensors, files=dict(raw["files"]))
-        except (ValueError, KeyError, TypeError) as exc:
+            tensors = {_tensor_name(name): _tensor_entry(name, t) for name, t in raw["tensors"].items()}
+            files = {check_file_path(name): _object_id(name, id) for name, id in raw["files"].items()}
+            return cls(tensors=tensors, files=files)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"object is not a valid manifest: {exc}") from exc
 
     def store(self, objects: ObjectStore) -> str:
@@ -124,6 +131,58 @@ class Manifest:
         return objects.put_blob(self.to_bytes())
 
     @classmethod
-    def load(cls, objects: ObjectStore, id: str, *, verify: bool = False) -> Manifest:
-        """Read manifest ``id`` from an object store."""
-        return cls.from_bytes(objects.get_bytes(id, verify=verify))
+    def load(cls, objects: ObjectStore, id: str) -> Manifest:
+        """Read manifest ``id`` from an object store, verified.
+
+        The manifest's identity is its hash, so its bytes are re-hashed and compared with
+        ``id`` (an edited manifest, e.g. a renamed tensor, fails here), its structure is
+        checked (:meth:`from_bytes`), and every object it lists is checked against it:
+        tensors must be tensor objects of the listed dtype and shape, files blob objects,
+        and every object's size must match its header. Only headers are read, so this costs
+        one small read per object, not a full read of the weights.
+
+        Raises:
+            StoreError: If the manifest or an object it lists is missing, corrupt or does
+                not match, naming the object.
+        """
+        try:
+            manifest = cls.from_bytes(objects.get_bytes(id, verify=True))
+        except StoreError as exc:
+            raise StoreError(f"manifest {id}: {exc}") from exc
+        for name, entry in manifest.tensors.items():
+            header = objects.header(entry.id)
+            if (header.kind, header.dtype, header.shape) != ("tensor", entry.dtype, entry.shape):
+                what = f"{header.dtype} {list(header.shape)}" if header.kind == "tensor" else "a blob"
+                raise StoreError(
+                    f"manifest {id} lists tensor {name!r} as {entry.dtype} {list(entry.shape)}, but "
+                    f"object {entry.id} is {what}; the repository is damaged, restore it from a copy"
+                )
+        for name, blob in manifest.files.items():
+            if objects.header(blob).kind != "blob":
+                raise StoreError(
+                    f"manifest {id} lists file {name!r} as object {blob}, which is not a blob; "
+                    "the repository is damaged, restore it from a copy"
+                )
+        return manifest
+
+
+def _tensor_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tensor name {name!r} is not a non-empty string")
+    return name
+
+
+def _object_id(where: str, id: object) -> str:
+    if not is_object_id(id):
+        raise ValueError(f"{where!r} has an invalid object id {id!r}")
+    return id
+
+
+def _tensor_entry(name: str, raw: dict[str, object]) -> TensorEntry:
+    dtype, shape = raw["dtype"], raw["shape"]
+    if not isinstance(dtype, str):
+        raise ValueError(f"tensor {name!r} has dtype {dtype!r}, not a name such as 'F32'")
+    torch_dtype(dtype)  # raises StoreError for an unknown name
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise ValueError(f"tensor {name!r} has shape {shape!r}, not a list of non-negative ints")
+    return TensorEntry(id=_object_id(name, raw["id"]), dtype=dtype, shape=tuple(shape))

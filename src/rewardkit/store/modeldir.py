@@ -8,14 +8,20 @@ before anything is stored, so a bad folder never half-enters a repository;
 
 from __future__ import annotations
 
+import json
+import mmap
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from rewardkit.errors import ModelError
 from rewardkit.store.manifest import WEIGHTS_FILE, check_file_path
+from rewardkit.store.objects import torch_dtype
+
+#: The metadata ``save_pretrained`` writes into ``model.safetensors``.
+WEIGHTS_METADATA = {"format": "pt"}
 
 
 def read_model_dir(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
@@ -58,9 +64,11 @@ def read_model_dir(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def write_model_dir(
-    folder: str | Path, tensors: dict[str, torch.Tensor], files: dict[str, bytes]
+    folder: str | Path, tensors: dict[str, torch.Tensor] | None, files: dict[str, bytes]
 ) -> Path:
     """Write a model folder: every file at its relative path, and ``model.safetensors``.
+
+    With ``tensors=None`` only the files are written (no ``model.safetensors``).
 
     Existing files at the same paths are overwritten; others are left alone.
 
@@ -73,8 +81,43 @@ def write_model_dir(
         path = folder / check_file_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if tensors is not None:
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
     return folder
+
+
+def map_like_weights_file(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return ``tensors`` laid out in memory as ``from_pretrained`` maps a checkout's weights file.
+
+    ``from_pretrained`` keeps its tensors as views into the memory-mapped
+    ``model.safetensors``, and CPU kernels round differently depending on how their
+    inputs are aligned (a 16-float dot product at an address 4 mod 64 differs in the last
+    bit from one at 0 mod 64). So the weights file :func:`write_model_dir` would write is
+    built in anonymous memory (page-aligned, like a mapped file) and the tensors are views
+    into it at the file's offsets: a model loaded from them scores bit-identically to one
+    loaded from a checkout, and nothing is written to disk. Costs a second copy of the
+    weights in memory while building.
+
+    Returns:
+        Name -> CPU tensor (same dtype, shape and bytes as the input), sharing one buffer.
+    """
+    data = save(tensors, metadata=WEIGHTS_METADATA)
+    buffer = mmap.mmap(-1, max(len(data), 1))
+    buffer.write(data)
+    del data
+    n = int.from_bytes(buffer[:8], "little")
+    header, start = json.loads(buffer[8 : 8 + n]), 8 + n
+    mapped = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        (begin, end), dtype, shape = info["data_offsets"], torch_dtype(info["dtype"]), info["shape"]
+        if end == begin:
+            mapped[name] = torch.empty(shape, dtype=dtype)
+        else:
+            flat = torch.frombuffer(buffer, dtype=torch.uint8, count=end - begin, offset=start + begin)
+            mapped[name] = flat.view(dtype).reshape(shape)
+    return mapped
 
 
 def _save_hint(folder: Path) -> str:

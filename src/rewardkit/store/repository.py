@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from sqlalchemy import URL
 
 from rewardkit.errors import StoreError
 from rewardkit.store import db
@@ -32,6 +33,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 DB_FILE = "meta.db"
 OBJECTS_DIR = "objects"
+DB_FILES = (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal")
 DEFAULT_DIR = ".rewardkit"
 ENV_REPO = "REWARDKIT_REPO"
 
@@ -57,10 +59,28 @@ class Repository:
     """A model repository; get one with :meth:`open`, :meth:`discover` or :meth:`init`."""
 
     def __init__(self, path: Path, db_url: str) -> None:
-        """Combine the parts of the repository at ``path``; use :meth:`open` instead."""
+        """Combine the parts of the repository at ``path``; use :meth:`open` instead.
+
+        Raises:
+            StoreError: If the metadata database is damaged, or has no tables while
+                ``objects/`` holds objects (its history was lost).
+        """
         self.path = path
         self.objects = ObjectStore(path / OBJECTS_DIR)
-        self.engine = db.connect(db_url)
+        self.engine = db.connect(db_url, create=False)
+        try:
+            if not db.has_tables(self.engine):
+                n = _count_objects(self.objects.root)
+                if n:
+                    raise StoreError(
+                        f"the metadata database {_shown(self.engine.url)} is empty but "
+                        f"{self.objects.root} holds {n} objects: the commit history is lost; restore "
+                        f"the database from a backup, or move {OBJECTS_DIR}/ away to start a new repository"
+                    )
+                db.create_tables(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.commits = CommitStore(self.engine)
         self.refs = Refs(self.engine)
 
@@ -68,10 +88,12 @@ class Repository:
 
     @classmethod
     def init(cls, path: str | Path, *, db_url: str | None = None) -> Repository:
-        """Create a repository in a new or empty folder.
+        """Create a repository in a new or empty folder, or finish an interrupted ``init``.
 
         Re-initialising is refused (rather than silently reusing the repository), so a
-        mistyped path never passes unnoticed.
+        mistyped path never passes unnoticed. ``config.json`` is written last and
+        atomically, so a folder without it, holding only what an ``init`` creates (an
+        empty ``objects/``, ``meta.db``), is an interrupted ``init``: this one finishes it.
 
         Args:
             path: Folder to create, e.g. ``.rewardkit``.
@@ -84,16 +106,25 @@ class Repository:
         path = Path(path)
         if (path / CONFIG_FILE).is_file():
             raise StoreError(f"a rewardkit repository already exists at {path}; use it as is")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"cannot create a repository at {path}: it is a file")
+        if path.is_dir() and not _is_unfinished_init(path):
             raise StoreError(
                 f"cannot create a repository at {path}: it exists and is not an empty folder"
             )
+        if db_url is None:  # an interrupted init's database holds nothing worth keeping
+            for name in DB_FILES:
+                (path / name).unlink(missing_ok=True)
         (path / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
         if db_url is not None:
             config["db_url"] = db_url
         repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
-        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        try:
+            _write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        except BaseException:
+            repo.close()
+            raise
         return repo
 
     @classmethod
@@ -105,15 +136,24 @@ class Repository:
             db_url: Override the metadata database URL from ``config.json``.
 
         Raises:
-            StoreError: If there is no repository at ``path`` or it is of a newer format.
+            StoreError: If there is no repository at ``path`` (or only an interrupted
+                ``init``), it is of a newer format, or its metadata database is lost,
+                empty or damaged while ``objects/`` holds objects.
         """
         path = Path(path)
         try:
             config = json.loads((path / CONFIG_FILE).read_text())
         except FileNotFoundError:
+            if path.is_dir() and _is_unfinished_init(path) and any(path.iterdir()):
+                raise StoreError(
+                    f"{path} holds an unfinished repository (an interrupted `rewardkit init`); "
+                    f"run `rewardkit init {path}` again to finish it"
+                ) from None
             raise StoreError(f"no rewardkit repository at {path}; run `rewardkit init`") from None
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path / CONFIG_FILE} is unreadable: {exc}") from exc
+        if not isinstance(config, dict):
+            raise StoreError(f"{path / CONFIG_FILE} is unreadable: not a JSON object")
         if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
             raise StoreError(
                 f"{path} is a repository of format {config.get('format')!r} version "
@@ -122,7 +162,13 @@ class Repository:
             )
         url = db_url or config.get("db_url")
         if url is None and not (path / DB_FILE).is_file():
-            raise StoreError(f"repository {path} has lost its {DB_FILE}; restore it from a backup")
+            n = _count_objects(path / OBJECTS_DIR)
+            if n:
+                raise StoreError(
+                    f"{path / DB_FILE} is missing but {path / OBJECTS_DIR} holds {n} objects: the "
+                    f"commit history is lost; restore {DB_FILE} from a backup, or move "
+                    f"{OBJECTS_DIR}/ away to start a new repository"
+                )
         return cls(path, url or db.sqlite_url(path / DB_FILE))
 
     @classmethod
@@ -159,17 +205,21 @@ class Repository:
         data_fingerprint: str | None = None,
         backbone: str | None = None,
         branch: str = "main",
+        verify_existing: bool = False,
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
 
         Inputs are validated before anything is written. Only objects the store lacks are
         written, so a commit that changes one tensor writes one tensor object (plus the
-        manifest). The branch moves by compare-and-swap from the head read here.
+        manifest). An object already stored is reused only once checked: its size always,
+        its bytes when it is small (at most 1 MiB) or ``verify_existing`` is set; a damaged
+        one is rewritten from the committed tensors. The branch moves by compare-and-swap
+        from the head read here.
 
         A refused or failed commit leaves the repository as it was: if anything fails
         after the first object is written (the branch moved meanwhile, a database or disk
-        error, an interrupt), the commit row and branch move are rolled back together, the
-        objects this call created are deleted, and the error is re-raised. Objects that were
+        error, an interrupt, ``SIGTERM``), the commit row and branch move are rolled back
+        together, the objects this call created are deleted, and the error is re-raised. Objects that were
         already stored (shared with other commits by dedup) are kept. Commits in other
         processes wait while this one writes objects, so none can start using an object
         this call may still delete.
@@ -184,6 +234,8 @@ class Repository:
             data_fingerprint: Fingerprint of the training data.
             backbone: Pretrained backbone name, e.g. ``"bert-base-uncased"``.
             branch: Branch to commit on; created (as a root commit) if it does not exist.
+            verify_existing: Compare every already-stored object with the committed bytes
+                before reusing it, not only the small ones.
 
         Returns:
             The new commit.
@@ -211,12 +263,16 @@ class Repository:
             head = self.refs.get(branch)
             put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
             manifest = Manifest(
-                tensors={n: TensorEntry.from_ref(put_tensor(t)) for n, t in tensors.items()},
-                files={n: put_blob(data) for n, data in files.items()},
+                tensors={
+                    n: TensorEntry.from_ref(put_tensor(t, verify_existing=verify_existing))
+                    for n, t in tensors.items()
+                },
+                files={n: put_blob(data, verify_existing=verify_existing) for n, data in files.items()},
             )
             commit = Commit.create(
                 manifest.store(self.objects), [head] if head else [], message, author, **meta
             )
+            self.objects.check_lock()
             with db.transaction(self.engine) as conn:
                 self.commits.add(commit, conn)
                 summary = message.strip().splitlines()[0]
@@ -234,6 +290,7 @@ class Repository:
         data_fingerprint: str | None = None,
         backbone: str | None = None,
         branch: str = "main",
+        verify_existing: bool = False,
     ) -> Commit:
         """Commit a model folder (``model.safetensors`` + other files) on ``branch``.
 
@@ -255,6 +312,7 @@ class Repository:
             data_fingerprint=data_fingerprint,
             backbone=backbone,
             branch=branch,
+            verify_existing=verify_existing,
         )
 
     # -- reading -----------------------------------------------------------------------
@@ -285,7 +343,13 @@ class Repository:
         return history
 
     def manifest(self, commit: Commit | str) -> Manifest:
-        """Return the manifest of a commit (or of the commit a ref names)."""
+        """Return the manifest of a commit (or of the commit a ref names), verified.
+
+        Raises:
+            StoreError: If the manifest or an object it lists is missing, corrupt or does
+                not match it (see :meth:`Manifest.load`).
+            RefError: If a ref does not name exactly one commit.
+        """
         if isinstance(commit, str):
             commit = self.resolve(commit)
         return Manifest.load(self.objects, commit.manifest_id)
@@ -304,7 +368,13 @@ class Repository:
         return self._tensors(self.manifest(ref), verify)
 
     def checkout(
-        self, ref: str, to: str | Path, *, force: bool = False, verify: bool = True
+        self,
+        ref: str,
+        to: str | Path,
+        *,
+        force: bool = False,
+        verify: bool = True,
+        weights: bool = True,
     ) -> Path:
         """Write the model of ``ref`` as a folder ``from_pretrained`` loads unchanged.
 
@@ -313,6 +383,9 @@ class Repository:
             to: Target folder; created if missing.
             force: Write into a non-empty folder, overwriting files with the same names.
             verify: Re-hash every object read and raise if corrupt.
+            weights: Write ``model.safetensors``; ``False`` writes only the small files
+                (config, tokenizer), for a caller that reads the tensors with
+                :meth:`load_tensors` instead.
 
         Returns:
             The target folder.
@@ -332,7 +405,7 @@ class Repository:
             )
         manifest = self.manifest(ref)
         files = {n: self.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
-        return write_model_dir(to, self._tensors(manifest, verify), files)
+        return write_model_dir(to, self._tensors(manifest, verify) if weights else None, files)
 
     def stats(self) -> RepoStats:
         """Return counts of objects (and their bytes), commits and branches."""
@@ -349,6 +422,29 @@ class Repository:
             name: self.objects.get_tensor(entry.id, verify=verify)
             for name, entry in manifest.tensors.items()
         }
+
+
+def _count_objects(folder: Path) -> int:
+    return sum(1 for _ in ObjectStore(folder).ids())
+
+
+def _is_unfinished_init(path: Path) -> bool:
+    """True if ``path`` holds only what an interrupted ``init`` leaves, and no object."""
+    allowed = {OBJECTS_DIR, f".tmp-{CONFIG_FILE}", *DB_FILES}
+    return all(p.name in allowed for p in path.iterdir()) and _count_objects(path / OBJECTS_DIR) == 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _shown(url: URL) -> str:
+    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string()
 
 
 def _default_author() -> str:

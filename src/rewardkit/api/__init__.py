@@ -1,0 +1,24 @@
+"""The Python API: one function per main job, each a short composition of the core packages.
+
+The CLI calls exactly these functions and only renders what they return. One module per
+concept: :mod:`~rewardkit.api.training` (train, evaluate on the held-out splits, commit),
+:mod:`~rewardkit.api.evaluation` (evaluate and score), :mod:`~rewardkit.api.models` (open a
+model from an object, a folder or a ref; commit a folder) and :mod:`~rewardkit.api.checks`
+(arguments checked before slow work).
+"""
+
+from rewardkit.api.evaluation import evaluate, score, score_data
+from rewardkit.api.models import ModelSource, commit, load_model, open_model
+from rewardkit.api.training import TrainRun, train
+
+__all__ = [
+    "ModelSource",
+    "TrainRun",
+    "commit",
+    "evaluate",
+    "load_model",
+    "open_model",
+    "score",
+    "score_data",
+    "train",
+]

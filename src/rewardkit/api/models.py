@@ -1,0 +1,129 @@
+"""Opening a model given as an object, a folder or a ref; committing a model folder."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rewardkit.errors import ModelError
+from rewardkit.models import TextRewardModel
+from rewardkit.models.reward_head import check_reward_model_dir
+from rewardkit.models.text import load_tokenizer
+from rewardkit.store import Commit, Repository
+from rewardkit.store.modeldir import map_like_weights_file
+from rewardkit.training import RewardConfig
+
+
+def load_model(
+    model: str | Path | TextRewardModel, repo: Repository | None = None
+) -> tuple[TextRewardModel, RewardConfig | None]:
+    """Load a model given as an object, a folder or a ref; with its training config if stored.
+
+    A ref loads its tensors straight from the repository's objects (re-hashed as read);
+    only the small files (config, tokenizer) pass through a temporary folder, so no copy
+    of the weights is ever written.
+
+    Raises:
+        RefError: Not a folder and not a ref of the repository.
+        ModelError: The folder, or the commit's model, is not a loadable reward model.
+    """
+    with open_model(model, repo) as source:
+        return source.load(), source.config
+
+
+class ModelSource:
+    """A model given as an object, a folder or a commit, opened in steps: tokenizer first, weights last.
+
+    Made by :func:`open_model`. A commit's small files (config, tokenizer) are written to a
+    temporary folder on first need; its tensors are read straight from the repository's
+    objects (re-hashed as read), so no copy of the weights is ever written.
+
+    Attributes:
+        config: The training config stored with a commit, else None.
+    """
+
+    def __init__(self, model: TextRewardModel | Path | Commit, name: str, repo: Repository | None,
+                 scratch: Path) -> None:
+        """Wrap a loaded model, a model folder, or a commit of ``repo`` (``name``: how the user named it)."""
+        self._model, self._name, self._repo, self._scratch = model, name, repo, scratch
+        stored = (model.params or {}).get("config") if isinstance(model, Commit) else None
+        self.config = RewardConfig.from_dict(stored) if stored else None
+
+    @cached_property
+    def folder(self) -> Path:
+        """The model folder; for a commit, its config and tokenizer files only."""
+        if isinstance(self._model, Commit):
+            return self._repo.checkout(self._model.id, self._scratch / "model", weights=False)
+        return Path(self._model)
+
+    def tokenizer(self) -> Any:
+        """The tokenizer alone, without loading any weights."""
+        if isinstance(self._model, TextRewardModel):
+            return self._model.tokenizer
+        return load_tokenizer(self.folder)
+
+    def load(self) -> TextRewardModel:
+        """The whole model, weights included.
+
+        Raises:
+            ModelError: The folder, or the commit's model, is not a loadable reward model.
+        """
+        if isinstance(self._model, TextRewardModel):
+            return self._model
+        if not isinstance(self._model, Commit):
+            return TextRewardModel.load(self.folder)
+        folder = self.folder
+        # laid out as a checkout's weights file maps, but in memory (same kernels, same bits)
+        state_dict = map_like_weights_file(self._repo.load_tensors(self._model.id))
+        try:
+            return TextRewardModel.load(folder, state_dict=state_dict)
+        except ModelError as exc:  # name the commit, not the temporary folder
+            raise ModelError(f"commit {self._model.id[:10]} ({self._name}) does not load as a reward model: "
+                             f"{str(exc).replace(repr(str(folder)), 'it').replace(str(folder), 'it')}") from exc
+
+
+@contextmanager
+def open_model(model: str | Path | TextRewardModel, repo: Repository | None = None) -> Iterator[ModelSource]:
+    """Resolve a model given as an object, a folder or a ref, without loading it (see :class:`ModelSource`).
+
+    Raises:
+        RefError: Not a folder and not a ref of the repository.
+    """
+    with tempfile.TemporaryDirectory(prefix="rewardkit-") as scratch:
+        if isinstance(model, TextRewardModel) or Path(model).is_dir():
+            source = model if isinstance(model, TextRewardModel) else Path(model)
+            yield ModelSource(source, str(model), None, Path(scratch))
+            return
+        repo = repo or Repository.discover()
+        yield ModelSource(repo.resolve(str(model)), str(model), repo, Path(scratch))
+
+
+def commit(
+    model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str = "main",
+    verify_existing: bool = False,
+) -> Commit:
+    """Commit a saved text reward model folder on ``branch``.
+
+    The folder must hold a one-output sequence-classification model (``config.json`` and
+    ``model.safetensors``, see :func:`rewardkit.models.reward_head.check_reward_model_dir`),
+    so that every stored version scores texts; nothing is written when it does not.
+
+    Args:
+        model_dir: The folder.
+        message: The commit message.
+        repo: The repository; discovered when None.
+        branch: The branch the commit advances.
+        verify_existing: Re-hash every object the commit reuses, however large (see
+            :meth:`rewardkit.store.Repository.commit_dir`).
+
+    Raises:
+        ModelError: The folder is not such a model; the message says why.
+        StoreError: The repository refuses the commit (empty message, bad branch name).
+    """
+    check_reward_model_dir(model_dir)
+    return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch,
+                                                    verify_existing=verify_existing)
