@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the CPU, as the training benchmark
+if __name__ == "__main__":  # a benchmark run (not the tests importing it): set before torch loads
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no hidden tokenizer thread pool
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # everything on the CPU, never on a GPU
 
 import torch
 from cpu_meter import DEFAULT_THRESHOLD, CpuMeter

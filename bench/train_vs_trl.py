@@ -38,8 +38,9 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no hidden tokenizer thread pool
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # every trainer on the CPU, never one on a GPU
+if __name__ == "__main__":  # a benchmark run (not the tests importing it): set before torch loads
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no hidden tokenizer thread pool
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # everything on the CPU, never on a GPU
 
 import datasets
 import torch
