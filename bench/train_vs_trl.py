@@ -342,6 +342,7 @@ def run_rewardkit(args, pairs: list[PreferencePair], backbone: str, tmp: Path, b
         "mean_tokens_per_pair": sum(pair_tokens) / len(pair_tokens),
         "padded_tokens": counter.padded_tokens,
         "hook_real_tokens": counter.real_tokens,
+        "train_metrics": result.metrics(),  # rewardkit's own record, e.g. train/shared_prefix
         "loop_seconds": result.seconds,
         "train_call_seconds": call_seconds,
         "end_to_end_seconds": call_seconds,
@@ -434,6 +435,7 @@ def summarize(runs: list[dict]) -> dict:
             "accuracy": spread([r["accuracy"] for r in rs if r["accuracy"] is not None]),
             "accuracy_ci": first["accuracy_ci"],
             "same_weights_every_repeat": len({round(r["final_checksum"], 6) for r in rs}) == 1,
+            "train_metrics": first.get("train_metrics"),
             "test_pairs": first["test_pairs"],
             "other_cpu_share_max": max(shares) if shares else None,
             "contaminated_runs": sum(r["contaminated"] for r in rs),
@@ -511,7 +513,7 @@ def print_table(table: Table, summary: dict, check: dict, args, n_train: int, n_
           f"shipped {'on' if shipped['checkpointing'] else 'off'}; same weights every repeat: "
           f"{all(summary[n]['same_weights_every_repeat'] for n in TRAINERS)}; TRL dropped "
           f"{best['pairs_in'] - best['pairs_kept']} of {best['pairs_in']} pairs, rewardkit kept "
-          f"{rk['pairs_kept']}")
+          f"{rk['pairs_kept']}" + _shared_prefix(rk["train_metrics"]))
     accuracy_target = ("n/a (random-init decoder)" if table.decoder else
                        f"{_yes(rk['accuracy']['median'] >= best['accuracy']['median'])} "
                        f"({rk['accuracy']['median']:.3f} vs {best['accuracy']['median']:.3f})")
@@ -528,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     in_repo = sys.executable.startswith(str(REPO))
     python = os.path.relpath(sys.executable, REPO) if in_repo else "python"
-    command = f"cd {REPO} && PYTHONPATH=src " + shlex.join([python, *sys.argv])
+    command = f"cd {REPO} && PYTHONPATH={os.environ.get('PYTHONPATH', '')} " + shlex.join([python, *sys.argv])
 
     # 1. Data: one seeded split, the same pairs for every trainer.
     parts = load_pairs(args.data).split((0.8, 0.1, 0.1), args.seed)
@@ -558,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             print_table(table, summary, check, args, len(train_pairs), len(test.pairs))
 
     machine = (f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, transformers "
-               f"{transformers.__version__}, trl {trl.__version__}, rewardkit {rewardkit.__version__}")
+               f"{transformers.__version__}, trl {trl.__version__}, rewardkit {rewardkit.__version__} from "
+               f"{Path(rewardkit.__file__).parent}")
     flagged = sum(r["contaminated"] for t in results.values() for r in t["runs"])
     print(f"\nmachine: {machine}")
     if decoder_config:
@@ -589,6 +592,12 @@ def cpu_name() -> str:
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
     return f"{model} ({os.cpu_count()} cores visible)"
+
+
+def _shared_prefix(metrics: dict | None) -> str:
+    """Whether rewardkit trained decoder pairs as one shared-prefix row, where its metrics say."""
+    value = (metrics or {}).get("train/shared_prefix")
+    return "" if value is None else f"; rewardkit shared-prefix rows: {'yes' if value else 'no'}"
 
 
 def _yes(ok: bool) -> str:
