@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: main test bench lint
+.PHONY: main test bench bench-score lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ main: $(STAMP)  ## the main job: train, evaluate, commit, check out and score, o
 test: $(STAMP)  ## the test suite
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## rewardkit against TRL RewardTrainer (see bench/README.md)
-	$(BIN)/python bench/train_vs_trl.py
+bench: $(STAMP)  ## rewardkit against TRL RewardTrainer, best and as shipped: 4 tables, 3 repeats (see bench/README.md)
+	$(BIN)/python bench/train_vs_trl.py --all --json bench/train_vs_trl.json
+
+bench-score: $(STAMP)  ## texts/s of `score --data` (see bench/README.md)
+	$(BIN)/python bench/score_speed.py --json bench/score_speed.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
