@@ -9,9 +9,10 @@ them; the table gives the median and min-max over rounds.
     cd /work/main && PYTHONPATH=src .venv/bin/python bench/encoder_forward.py --json bench/encoder_forward.json
 
 Variants: ``hf`` is ``BertForSequenceClassification``'s own forward on the padded batch
-(transformers' default attention, SDPA); ``packed`` is :mod:`rewardkit.models.packed_bert`
-with its ``baddbmm`` attention; ``packed-sdpa`` is the same packed forward with
-``F.scaled_dot_product_attention`` as the attention kernel.
+(transformers' default attention, SDPA), what ``TextRewardModel.packed = False`` runs;
+``packed-sdpa`` and ``packed-baddbmm`` are :mod:`rewardkit.models.packed_bert` with either
+attention kernel. ``TextRewardModel`` uses the packed forward with ``attention="auto"``
+(SDPA in fp32, ``baddbmm`` in bf16); the ``packed/hf`` column is that choice against ``hf``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from rewardkit.training.objectives import bradley_terry_loss
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-VARIANTS = ("hf", "packed", "packed-sdpa")
+VARIANTS = ("hf", "packed-sdpa", "packed-baddbmm")
+AUTO = {"fp32": "packed-sdpa", "bf16": "packed-baddbmm"}  # packed_bert's attention="auto"
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,7 +82,7 @@ def forward(model: TextRewardModel, variant: str) -> Callable[[torch.Tensor, tor
     """The rewards function of one variant."""
     if variant == "hf":
         return lambda ids, mask: model.backbone(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
-    kernel = "sdpa" if variant == "packed-sdpa" else "baddbmm"
+    kernel = {"packed-sdpa": "sdpa", "packed-baddbmm": "baddbmm"}[variant]
     return lambda ids, mask: packed_bert.sequence_classification_logits(
         model.backbone, ids, mask, attention=kernel).squeeze(-1).float()
 
@@ -164,7 +166,8 @@ def main() -> None:
     for precision, by_variant in results["train_pairs_per_s"].items():
         cells = "".join(f"{s['median']:>10.2f} ({s['min']:.2f}-{s['max']:.2f})".rjust(24)
                         for s in by_variant.values())
-        ratio = by_variant["packed"]["median"] / by_variant["hf"]["median"]
+        auto = by_variant[AUTO[precision]]["median"]  # what TextRewardModel runs
+        ratio = auto / by_variant["hf"]["median"]
         print(f"{precision:<10}{cells}{ratio:>11.2f}x")
     s = results["score_texts_per_s"]["fp32"]
     print(f"\nscoring texts/s (fp32, eval, {n_texts} texts, max_length {args.max_length}): "

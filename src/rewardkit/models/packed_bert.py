@@ -36,10 +36,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch's own convention)
 
-Attention = Literal["baddbmm", "sdpa"]
-ATTENTION: Attention = "baddbmm"
-"""Default attention kernel: one ``baddbmm`` + softmax + ``bmm``; ``"sdpa"`` is
-``F.scaled_dot_product_attention`` on the same padded layout (see bench/encoder_forward.py)."""
+Attention = Literal["auto", "baddbmm", "sdpa"]
+"""The attention kernel on the padded head-major layout: ``"baddbmm"`` is one ``baddbmm``
+(scores plus the additive key mask) + softmax + ``bmm``; ``"sdpa"`` is
+``F.scaled_dot_product_attention``; ``"auto"`` takes SDPA in float32 and ``baddbmm`` in
+bf16/fp16, the faster of the two on CPU in bench/encoder_forward.py (the CPU's bf16 SDPA
+backward is slow)."""
 
 
 def supports(backbone: nn.Module, attention_mask: torch.Tensor | None = None) -> bool:
@@ -74,7 +76,7 @@ def sequence_classification_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
-    attention: Attention = ATTENTION,
+    attention: Attention = "auto",
 ) -> torch.Tensor:
     """Logits of a ``BertForSequenceClassification`` from real tokens only.
 
@@ -85,35 +87,32 @@ def sequence_classification_logits(
         backbone: A ``BertForSequenceClassification``.
         input_ids: ``(batch, seq) int64``.
         attention_mask: ``(batch, seq)``, 1 for real tokens; ``attention_mask[:, 0]`` all 1.
-        attention: The attention kernel, ``"baddbmm"`` or ``"sdpa"``.
+        attention: The attention kernel (see :data:`Attention`).
 
     Returns:
         ``(batch, num_labels)`` logits, in the autocast dtype if autocast is on.
     """
     bert = backbone.bert
-    batch, seq = input_ids.shape
     real = attention_mask.bool()
-    # Packed token i sits at flat slot index[i] of the (batch * seq) grid, rows in order.
-    index = real.flatten().nonzero().squeeze(1)
+    rows, columns = real.nonzero(as_tuple=True)  # packed token i sits at (rows[i], columns[i])
     lengths = real.sum(1)
     cls = torch.cumsum(lengths, 0) - lengths  # packed index of each row's first token
-    positions = index % seq  # the column, as HF's default position ids
-    ids = input_ids.flatten()[index]
-    hidden = bert.embeddings(
-        input_ids=ids[None], position_ids=positions[None], token_type_ids=torch.zeros_like(ids)[None]
+    ids = input_ids[rows, columns]
+    hidden = bert.embeddings(  # position = column, as HF's default position ids
+        input_ids=ids[None], position_ids=columns[None], token_type_ids=torch.zeros_like(ids)[None]
     )[0]  # (tokens, hidden)
-    # Additive key mask, broadcast over heads and queries: (batch, 1, 1, seq).
-    key_pad = ~real[:, None, None, :]
+    key_pad = ~real[:, None, None, :]  # (batch, 1, 1, seq): keys to ignore
+    slots = (rows, columns)
 
     layers = bert.encoder.layer
     for layer in layers[:-1]:
-        context = _self_attention(layer.attention.self, hidden, None, index, key_pad, batch, seq, attention)
+        context = _self_attention(layer.attention.self, hidden, None, slots, key_pad, attention)
         attended = layer.attention.output(context, hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
 
     last = layers[-1]
-    first = hidden[cls]  # (batch, hidden): only [CLS] reaches the pooler
-    context = _self_attention(last.attention.self, hidden, first, index, key_pad, batch, seq, attention)
+    first = hidden.index_select(0, cls)  # (batch, hidden): only [CLS] reaches the pooler
+    context = _self_attention(last.attention.self, hidden, first, slots, key_pad, attention)
     attended = last.attention.output(context, first)
     first = last.output(last.intermediate(attended), attended)
 
@@ -125,10 +124,8 @@ def _self_attention(
     module: nn.Module,
     hidden: torch.Tensor,
     queries_from: torch.Tensor | None,
-    index: torch.Tensor,
+    slots: tuple[torch.Tensor, torch.Tensor],
     key_pad: torch.Tensor,
-    batch: int,
-    seq: int,
     attention: Attention,
 ) -> torch.Tensor:
     """Multi-head self-attention of packed tokens, each sequence attending to its own tokens.
@@ -138,45 +135,38 @@ def _self_attention(
         hidden: ``(tokens, hidden)`` packed hidden states: the keys and values.
         queries_from: ``(batch, hidden)`` hidden states of one query token per sequence
             (the ``[CLS]`` rows), or ``None`` for a query at every token.
-        index: ``(tokens,)`` flat slot of each packed token in the ``(batch * seq)`` grid.
+        slots: ``(row, column)`` of each packed token in the padded batch, two ``(tokens,)``.
         key_pad: ``(batch, 1, 1, seq) bool``, True at pad slots (keys to ignore).
-        batch: Sequences in the batch.
-        seq: Padded length.
-        attention: ``"baddbmm"`` or ``"sdpa"``.
+        attention: The attention kernel (see :data:`Attention`).
 
     Returns:
         ``(tokens, hidden)`` context vectors, or ``(batch, hidden)`` with ``queries_from``.
     """
     heads, head_dim = module.num_attention_heads, module.attention_head_size
-    width = heads * head_dim
+    batch, seq = key_pad.shape[0], key_pad.shape[-1]
     if queries_from is None:
-        packed = torch.cat([module.query(hidden), module.key(hidden), module.value(hidden)], dim=1)
+        projections = [module.query(hidden), module.key(hidden), module.value(hidden)]
     else:
-        packed = torch.cat([module.key(hidden), module.value(hidden)], dim=1)
-    parts = packed.shape[1] // width
-    # (batch * seq, parts * width) with zeros at pad slots -> (parts, batch, heads, seq, head_dim)
-    grid = packed.new_zeros(batch * seq, packed.shape[1]).index_copy(0, index, packed)
-    grid = grid.view(batch, seq, parts, heads, head_dim).permute(2, 0, 3, 1, 4)
+        projections = [module.key(hidden), module.value(hidden)]
+    grid = _Pad.apply(torch.cat(projections, dim=1), *slots, batch, seq, heads, head_dim)
     if queries_from is None:
-        query, key, value = grid[0], grid[1], grid[2]
+        query, key, value = grid.unbind(0)  # each (batch, heads, seq, head_dim)
     else:
         query = module.query(queries_from).view(batch, heads, 1, head_dim)
-        key, value = grid[0], grid[1]
+        key, value = grid.unbind(0)
     dropout = module.dropout.p if module.training else 0.0
+    if attention == "auto":
+        attention = "sdpa" if value.dtype == torch.float32 else "baddbmm"
 
     if attention == "sdpa":
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=~key_pad, dropout_p=dropout,
                                              scale=module.scaling)
     else:
         n_query = query.shape[2]
-        scores_bias = torch.zeros(key_pad.shape, dtype=value.dtype, device=value.device)
-        scores_bias = scores_bias.masked_fill(key_pad, float("-inf")).expand(batch, heads, 1, seq)
-        scores = torch.baddbmm(
-            scores_bias.reshape(batch * heads, 1, seq),
-            query.reshape(batch * heads, n_query, head_dim),
-            key.reshape(batch * heads, seq, head_dim).transpose(1, 2),
-            alpha=module.scaling,
-        )
+        bias = torch.zeros(key_pad.shape, dtype=value.dtype, device=value.device)
+        bias = bias.masked_fill(key_pad, float("-inf")).expand(batch, heads, 1, seq).reshape(batch * heads, 1, seq)
+        scores = torch.baddbmm(bias, query.reshape(batch * heads, n_query, head_dim),
+                               key.reshape(batch * heads, seq, head_dim).transpose(1, 2), alpha=module.scaling)
         probs = scores.softmax(dim=-1)
         if dropout:
             probs = module.dropout(probs)
@@ -184,5 +174,53 @@ def _self_attention(
         out = out.view(batch, heads, n_query, head_dim)
 
     if queries_from is not None:
-        return out.reshape(batch, width)
-    return out.transpose(1, 2).reshape(batch * seq, width)[index]
+        return out.reshape(batch, heads * head_dim)
+    return _Unpad.apply(out, *slots)
+
+
+class _Pad(torch.autograd.Function):
+    """Packed ``(tokens, parts * heads * head_dim)`` to zero-padded ``(parts, batch, heads, seq, head_dim)``.
+
+    One strided scatter straight into the head-major layout that the batched matmuls read
+    (no separate transpose copy); the backward is the matching gather. :class:`_Unpad` is the
+    same pair the other way round.
+    """
+
+    @staticmethod
+    def forward(ctx, packed, rows, columns, batch, seq, heads, head_dim):  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(rows, columns)
+        ctx.width = packed.shape[1]
+        return _scatter_heads(packed, rows, columns, batch, seq, heads, head_dim)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205, D102
+        rows, columns = ctx.saved_tensors
+        packed = grad.permute(1, 3, 0, 2, 4)[rows, columns]  # (tokens, parts, heads, head_dim)
+        return packed.reshape(len(rows), ctx.width), None, None, None, None, None, None
+
+
+class _Unpad(torch.autograd.Function):
+    """Padded ``(batch, heads, seq, head_dim)`` back to packed ``(tokens, heads * head_dim)``."""
+
+    @staticmethod
+    def forward(ctx, padded, rows, columns):  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(rows, columns)
+        ctx.shape = padded.shape
+        return padded.permute(0, 2, 1, 3)[rows, columns].reshape(len(rows), -1)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205, D102
+        rows, columns = ctx.saved_tensors
+        batch, heads, seq, head_dim = ctx.shape
+        return _scatter_heads(grad, rows, columns, batch, seq, heads, head_dim)[0], None, None
+
+
+def _scatter_heads(
+    packed: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, batch: int, seq: int, heads: int, head_dim: int
+) -> torch.Tensor:
+    """``(tokens, parts * heads * head_dim)`` to ``(parts, batch, heads, seq, head_dim)``, zeros at pad slots."""
+    tokens, width = packed.shape
+    parts = width // (heads * head_dim)
+    grid = packed.new_zeros(parts, batch, heads, seq, head_dim)
+    grid.permute(1, 3, 0, 2, 4)[rows, columns] = packed.view(tokens, parts, heads, head_dim)
+    return grid
