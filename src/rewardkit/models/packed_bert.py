@@ -7,10 +7,10 @@ computes a hidden state for every token although the pooler reads only the first
 
 1. the real tokens are gathered into one ``(tokens, hidden)`` matrix, and the embeddings and
    every layer's Linear/LayerNorm/GELU run on that matrix only;
-2. attention alone needs the sequences apart: keys, queries and values are scattered to a
-   padded ``(batch * heads, seq, head_dim)`` layout, scored with one batched matmul
-   (``baddbmm``) plus an additive key mask, soft-maxed, multiplied with the values and
-   gathered back;
+2. attention alone needs the sequences apart: queries, keys and values are scattered in
+   one copy to a zero-padded, head-major ``(batch, heads, seq, head_dim)`` layout, attended
+   with pad keys masked (one ``baddbmm`` + softmax + ``bmm``, or SDPA; see
+   :data:`Attention`), and the context vectors gathered back to packed rows;
 3. the last layer computes only the ``[CLS]`` query row, and its attention output, dense,
    intermediate and output layers for that row, since nothing else reaches the pooler.
 
@@ -37,11 +37,13 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch's own convention)
 
 Attention = Literal["auto", "baddbmm", "sdpa"]
-"""The attention kernel on the padded head-major layout: ``"baddbmm"`` is one ``baddbmm``
-(scores plus the additive key mask) + softmax + ``bmm``; ``"sdpa"`` is
-``F.scaled_dot_product_attention``; ``"auto"`` takes SDPA in float32 and ``baddbmm`` in
-bf16/fp16, the faster of the two on CPU in bench/encoder_forward.py (the CPU's bf16 SDPA
-backward is slow)."""
+"""The attention kernel on the padded head-major layout.
+
+``"baddbmm"`` is one ``baddbmm`` (scaled scores plus the additive key mask) + softmax +
+``bmm``; ``"sdpa"`` is ``F.scaled_dot_product_attention`` with a boolean key mask.
+``"auto"`` takes ``baddbmm`` for bf16/fp16 on the CPU, where it beat SDPA (the CPU's bf16
+SDPA backward is slow), and SDPA otherwise (faster in float32 on the CPU; fused kernels on
+GPUs). Measured with bench/encoder_forward.py; see bench/README.md."""
 
 
 def supports(backbone: nn.Module, attention_mask: torch.Tensor | None = None) -> bool:
@@ -156,7 +158,7 @@ def _self_attention(
         key, value = grid.unbind(0)
     dropout = module.dropout.p if module.training else 0.0
     if attention == "auto":
-        attention = "sdpa" if value.dtype == torch.float32 else "baddbmm"
+        attention = "baddbmm" if value.dtype != torch.float32 and value.device.type == "cpu" else "sdpa"
 
     if attention == "sdpa":
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=~key_pad, dropout_p=dropout,
@@ -170,7 +172,7 @@ def _self_attention(
         probs = scores.softmax(dim=-1)
         if dropout:
             probs = module.dropout(probs)
-        out = torch.bmm(probs.to(value.dtype), value.reshape(batch * heads, seq, head_dim))
+        out = torch.bmm(probs, value.reshape(batch * heads, seq, head_dim))
         out = out.view(batch, heads, n_query, head_dim)
 
     if queries_from is not None:
