@@ -3,8 +3,8 @@
 Times forward + backward of a reward batch (chosen and rejected texts of ``--batch-size``
 pairs, padded together, Bradley-Terry loss) for MiniLM on real hh-rlhf pairs, in fp32 and
 bf16 autocast, and the texts/s of scoring (what ``rewardkit score --data`` and evaluation
-run). The variants alternate round by round, so a slow spell of a shared machine hits all of
-them; the table gives the median and min-max over rounds.
+run). The variants take turns batch by batch (who goes first rotates), so a slow spell of a
+shared machine hits all of them; the table gives the median and min-max over rounds.
 
     cd /work/main && PYTHONPATH=src .venv/bin/python bench/encoder_forward.py --json bench/encoder_forward.json
 
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="pairs per batch (2x texts)")
     p.add_argument("--batches", type=int, default=12,
                    help="timed batches per round, spread evenly over the length-sorted batches")
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds per precision")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per precision (each variant on every batch)")
     p.add_argument("--score-pairs", type=int, default=128, help="pairs scored (2x texts) per scoring round")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the numbers to this file")
@@ -141,9 +141,13 @@ def main() -> None:
             train_seconds(model, batches[:2], variant, bf16)
         rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for r in range(args.rounds):
-            order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
-                rates[variant].append(n_pairs / train_seconds(model, batches, variant, bf16))
+            seconds = dict.fromkeys(VARIANTS, 0.0)
+            for j, batch in enumerate(batches):  # interleave per batch, rotating who goes first
+                shift = (r + j) % len(VARIANTS)
+                for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                    seconds[variant] += train_seconds(model, [batch], variant, bf16)
+            for variant in VARIANTS:
+                rates[variant].append(n_pairs / seconds[variant])
             print(f"{precision} round {r + 1}: " + ", ".join(f"{v} {rates[v][-1]:.2f}" for v in VARIANTS),
                   flush=True)
         results["train_pairs_per_s"][precision] = {v: summary(rates[v]) for v in VARIANTS}
@@ -161,7 +165,7 @@ def main() -> None:
               flush=True)
     results["score_texts_per_s"]["fp32"] = {v: summary(x) for v, x in score_rates.items()}
 
-    print(f"\nforward+backward pairs/s, median (min-max) of {args.rounds} alternating rounds")
+    print(f"\nforward+backward pairs/s, median (min-max) of {args.rounds} interleaved rounds")
     print(f"{'precision':<10}" + "".join(f"{v:>24}" for v in VARIANTS) + f"{'packed/hf':>12}")
     for precision, by_variant in results["train_pairs_per_s"].items():
         cells = "".join(f"{s['median']:>10.2f} ({s['min']:.2f}-{s['max']:.2f})".rjust(24)
