@@ -43,7 +43,7 @@ Attention = Literal["auto", "baddbmm", "sdpa"]
 ``bmm``; ``"sdpa"`` is ``F.scaled_dot_product_attention`` with a boolean key mask.
 ``"auto"`` takes ``baddbmm`` for bf16/fp16 on the CPU, where it beat SDPA (the CPU's bf16
 SDPA backward is slow), and SDPA otherwise (faster in float32 on the CPU; fused kernels on
-GPUs). Measured with bench/encoder_forward.py; see bench/README.md."""
+GPUs). Measured with bench/encoder_forward.py (numbers in bench/README.md)."""
 
 
 def supports(backbone: nn.Module, attention_mask: torch.Tensor | None = None) -> bool:
