@@ -12,6 +12,10 @@ long as the pad token is set and padding is on the right:
 
 :meth:`TextRewardModel.encode` applies the truncation policy of
 :mod:`rewardkit.models.truncation`, so a pair is never dropped for being long.
+
+:meth:`TextRewardModel.forward` (and so training, :meth:`~TextRewardModel.score` and
+evaluation) runs BERT-family encoders through :mod:`rewardkit.models.packed_bert`, which
+computes the same rewards on real tokens only; every other backbone runs its own HF forward.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from rewardkit.errors import ModelError
+from rewardkit.models import packed_bert
 from rewardkit.models.reward_head import check_base_model
 from rewardkit.models.truncation import Encoded, SpecialTokens, truncate_pair
 
@@ -71,11 +76,16 @@ class TextRewardModel(nn.Module):
     Args:
         backbone: A ``PreTrainedModel`` whose forward returns ``logits`` of shape ``(batch, 1)``.
         tokenizer: The backbone's tokenizer; its pad token must be set (see :meth:`load`).
+
+    Attributes:
+        packed: Run supported encoders through :mod:`rewardkit.models.packed_bert` (default
+            ``True``); ``False`` always runs the backbone's own padded HF forward.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer) -> None:  # noqa: ANN001 (HF tokenizer)
         super().__init__()
         self.backbone = backbone
+        self.packed = True
         self.tokenizer = tokenizer
         self.special = SpecialTokens.from_tokenizer(tokenizer)
         # encode() truncates by its own policy; silence the tokenizer's "longer than max" warning.
@@ -184,6 +194,10 @@ class TextRewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards of a right-padded batch.
 
+        A BERT encoder computes them on real tokens only (:mod:`rewardkit.models.packed_bert`,
+        same rewards as the padded forward up to rounding); other backbones, and any batch
+        :func:`~rewardkit.models.packed_bert.supports` declines, run the HF forward.
+
         Args:
             input_ids: ``(batch, seq) int64``.
             attention_mask: ``(batch, seq) int64``, 1 for real tokens.
@@ -191,7 +205,10 @@ class TextRewardModel(nn.Module):
         Returns:
             ``(batch,) float32`` rewards.
         """
-        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.packed and packed_bert.supports(self.backbone, attention_mask):
+            logits = packed_bert.sequence_classification_logits(self.backbone, input_ids, attention_mask)
+        else:
+            logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits
         return logits.squeeze(-1).float()
 
     @torch.no_grad()
