@@ -106,15 +106,27 @@ def fitting_pairs(pairs: list[PreferencePair], folder: Path, args) -> list[Prefe
 
 # --------------------------------------------------------------------------- one run each
 class TokenCounter:
-    """Token slots (padding included) through the backbone's embedding during training forwards."""
+    """Token slots (padding included) through the backbone's embedding during training forwards.
+
+    Also notes the process CPU time at the first training forward, so that :meth:`cpu_seconds`
+    gives the CPU time of the training loop: a figure that other processes on a shared
+    machine disturb less than wall time.
+    """
 
     def __init__(self, backbone: torch.nn.Module):
         self.slots = 0
+        self.cpu_start: float | None = None
         self.handle = backbone.get_input_embeddings().register_forward_hook(self)
 
     def __call__(self, module, inputs, output) -> None:  # noqa: ANN001
         if module.training:
             self.slots += inputs[0].numel()
+            if self.cpu_start is None:
+                self.cpu_start = time.process_time()
+
+    def cpu_seconds(self) -> float:
+        self.handle.remove()
+        return time.process_time() - self.cpu_start
 
 
 def run_rewardkit(args, pairs: list[PreferencePair], folder: Path, tmp: Path, bf16: bool, shared: bool) -> dict:
@@ -126,9 +138,9 @@ def run_rewardkit(args, pairs: list[PreferencePair], folder: Path, tmp: Path, bf
     trainer = RewardTrainer(config)
     counter = TokenCounter(trainer.model.backbone)
     result = trainer.train(pairs, tmp, progress=False)
-    counter.handle.remove()
+    cpu = counter.cpu_seconds()
     assert result.shared_prefix == shared and result.n_pairs == len(pairs) and result.prompts_truncated == 0
-    return {"seconds": result.seconds, "pairs": len(pairs), "token_slots": counter.slots,
+    return {"seconds": result.seconds, "cpu_seconds": cpu, "pairs": len(pairs), "token_slots": counter.slots,
             "loss": result.final_loss}
 
 
@@ -153,9 +165,9 @@ def run_trl(args, pairs: list[PreferencePair], folder: Path, tmp: Path, bf16: bo
     assert len(trainer.train_dataset) == len(pairs)  # none filtered
     counter = TokenCounter(model.backbone)
     output = trainer.train()
-    counter.handle.remove()
-    return {"seconds": output.metrics["train_runtime"], "pairs": len(pairs), "token_slots": counter.slots,
-            "loss": output.metrics["train_loss"]}
+    cpu = counter.cpu_seconds()
+    return {"seconds": output.metrics["train_runtime"], "cpu_seconds": cpu, "pairs": len(pairs),
+            "token_slots": counter.slots, "loss": output.metrics["train_loss"]}
 
 
 def _trl_checkpointing() -> str:
@@ -174,6 +186,7 @@ def run(name: str, args, pairs, folder: Path, tmp: Path, bf16: bool) -> dict:
     AcceleratorState._reset_state(reset_partial_state=True)
     gc.collect()
     out["pairs_per_second"] = out["pairs"] / out["seconds"]
+    out["pairs_per_cpu_second"] = out["pairs"] / out["cpu_seconds"]
     return out
 
 
@@ -210,25 +223,29 @@ def main() -> None:
                     r = run(name, args, pairs, folder, tmp / f"{precision}-{name}-{round_}", precision == "bf16")
                     runs[precision][name].append(r)
                     print(f"  {precision} round {round_} {name:8s} {r['pairs_per_second']:6.2f} pairs/s "
+                          f"{r['pairs_per_cpu_second']:6.2f} pairs/CPU-s "
                           f"({r['token_slots']} token slots, loss {r['loss']:.4f}, "
                           f"{time.perf_counter() - start:.0f} s wall)", flush=True)
 
     print(f"\n### shared-prefix vs two rows vs TRL: Llama {args.layers}x{args.hidden}, {len(pairs)} hh-rlhf pairs, "
           f"max_length {args.max_length}, batch {args.batch_size}, {args.threads} threads, "
           f"{args.rounds} rounds (median, min-max)\n")
-    print("| precision | trainer | train pairs/s | token slots/run | shared / this |")
-    print("|---|---|---:|---:|---:|")
+    print("| precision | trainer | train pairs/s | shared / this | pairs per CPU-s | shared / this | token slots |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     summary: dict[str, dict] = {}
     for precision, by_name in runs.items():
-        medians = {n: statistics.median(r["pairs_per_second"] for r in rs) for n, rs in by_name.items()}
         for name, rs in by_name.items():
-            speeds = [r["pairs_per_second"] for r in rs]
-            ratio = medians["shared"] / medians[name]
-            summary.setdefault(precision, {})[name] = {"median": medians[name], "min": min(speeds),
-                                                       "max": max(speeds), "shared_over_this": ratio,
-                                                       "token_slots": rs[0]["token_slots"]}
-            print(f"| {precision} | {name} | {medians[name]:.2f} ({min(speeds):.2f}-{max(speeds):.2f}) | "
-                  f"{rs[0]['token_slots']} | {ratio:.2f}x |")
+            row = {"token_slots": rs[0]["token_slots"]}
+            cells = []
+            for key in ("pairs_per_second", "pairs_per_cpu_second"):
+                values = [r[key] for r in rs]
+                shared = statistics.median(r[key] for r in by_name["shared"])
+                median = statistics.median(values)
+                row[key] = {"median": median, "min": min(values), "max": max(values),
+                            "shared_over_this": shared / median}
+                cells += [f"{median:.2f} ({min(values):.2f}-{max(values):.2f})", f"{shared / median:.2f}x"]
+            summary.setdefault(precision, {})[name] = row
+            print(f"| {precision} | {name} | {' | '.join(cells)} | {row['token_slots']} |")
     print(f"\nmachine: torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
     print(f"command: {command}")
     if args.json:
