@@ -12,7 +12,8 @@ their order every round:
 
 Only pairs whose both texts fit ``--max-length`` untruncated are used, so TRL drops none,
 rewardkit truncates none, and all three train on identical token ids. Throughput is
-training pairs per second of the optimisation loop (tokenization and set-up excluded);
+training pairs per second of the optimisation loop (tokenization and set-up excluded),
+by wall clock and by process CPU time (less disturbed by other work on a shared machine);
 the script prints medians and min-max over the rounds, for fp32 and bf16 autocast.
 
     cd /work/main && PYTHONPATH=src .venv/bin/python bench/decoder_shared_prefix.py --json out.json
@@ -32,6 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only
+# On a shared machine, OpenMP threads that spin while their partner is descheduled burn the
+# CPU the partner needs; with the default (active) policy all three trainers then crawl at the
+# same ~1 pair/s whatever their work. Passive waiting is set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datasets
 import torch
