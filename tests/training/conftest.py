@@ -83,3 +83,23 @@ def assert_same_weights():
         assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
     return check
+
+
+@pytest.fixture
+def tiny_decoder_model(tokenizer):
+    """``tiny_decoder_model(kind, seed=0)``: a fresh random 2-layer Llama or GPT-2 (dropout 0.1) reward model."""
+
+    def build(kind: str, seed: int = 0) -> TextRewardModel:
+        torch.manual_seed(seed)
+        common = dict(vocab_size=tokenizer.vocab_size, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        if kind == "llama":
+            config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                              num_key_value_heads=2, intermediate_size=64,
+                                              max_position_embeddings=64, attention_dropout=0.1, **common)
+            backbone = transformers.LlamaForSequenceClassification(config)
+        else:
+            config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+            backbone = transformers.GPT2ForSequenceClassification(config)
+        return TextRewardModel(backbone, tokenizer)
+
+    return build

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from rewardkit.data import PreferencePair
-from rewardkit.training.batching import LengthGroupedBatches, PairCollator, TokenizedPairs, tokenize_pairs
+from rewardkit.training.batching import (
+    LengthGroupedBatches,
+    PairCollator,
+    SharedPrefixCollator,
+    TokenizedPairs,
+    tokenize_pairs,
+)
 
 _RNG = random.Random(1)
 LENGTHS = [_RNG.randint(5, 500) for _ in range(1000)]
@@ -102,6 +108,19 @@ def test_pair_collator_shapes_and_row_order(tiny_model, tokenized):
         assert batch["input_ids"][row, : len(ids)].tolist() == ids
         assert (batch["input_ids"][row, len(ids) :] == pad).all()
         assert batch["attention_mask"][row].tolist() == [1] * len(ids) + [0] * (6 - len(ids))
+
+
+def test_shared_prefix_collator_packs_pairs_that_share_more_than_the_special_prefix(tiny_model, tokenized):
+    collator = SharedPrefixCollator(tiny_model(), tokenized)  # [CLS] is the BERT tokenizer's special prefix
+    assert collator.shared == [2, 2, 0]  # [CLS] 5 | [CLS] 7 | only [CLS]: two rows
+    assert collator.lengths() == [4 + 3 - 2, 3 + 8 - 2, 6]
+    batch = collator([2, 0])
+    assert set(batch) == {"input_ids", "attention_mask", "position_ids", "chosen_index", "rejected_index", "margin"}
+    assert batch["input_ids"].shape == (3, 6) and batch["attention_mask"].shape == (3, 1, 6, 6)
+    assert batch["input_ids"][2, :5].tolist() == [101, 5, 6, 102, 102]  # pair 0: [CLS] 5 | 6 [SEP] | [SEP]
+    assert batch["position_ids"][2, :5].tolist() == [0, 1, 2, 3, 2]
+    assert batch["chosen_index"].tolist() == [5, 2 * 6 + 3] and batch["rejected_index"].tolist() == [6 + 1, 2 * 6 + 4]
+    assert batch["margin"].tolist() == [0.25, 0.0]
 
 
 def test_pair_collator_pads_to_the_longest_text_of_either_side(tiny_model, tokenized):

@@ -60,7 +60,9 @@ def test_result_fields_and_metrics(tiny_model, pairs, make_config, tmp_path):
     m = result.metrics()
     assert m["train/pairs"] == 32 and m["train/steps"] == 4
     assert set(m) == {"train/pairs", "train/prompts_truncated", "train/responses_truncated", "train/steps",
-                      "train/seconds", "train/pairs_per_second", "train/loss", "train/accuracy"}
+                      "train/seconds", "train/pairs_per_second", "train/loss", "train/accuracy",
+                      "train/shared_prefix"}
+    assert m["train/shared_prefix"] == 0  # a BERT takes two rows per pair
 
 
 def test_same_seed_gives_bit_identical_weights(tiny_model, pairs, make_config, tmp_path, snapshot,
@@ -215,6 +217,15 @@ def test_disable_dropout_turns_every_dropout_layer_off(tiny_model, make_config, 
         pairs, tmp_path, progress=False)
     dropouts = [m for m in result.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(m.p == 0.0 for m in dropouts)
+
+
+def test_disable_dropout_also_zeroes_the_attention_dropout_rate_of_llama(tiny_decoder_model, make_config, tmp_path):
+    model = tiny_decoder_model("llama")  # attention_dropout=0.1, a float on each attention module
+    pairs = [PreferencePair("q", "good excellent answer", "bad answer", "t")] * 8
+    result = RewardTrainer(make_config(epochs=1, disable_dropout=True), model=model).train(
+        pairs, tmp_path, progress=False)
+    rates = [m.attention_dropout for m in result.model.modules() if hasattr(m, "attention_dropout")]
+    assert len(rates) == 2 and rates == [0.0, 0.0]
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings_or_no_checkpoint(tiny_model, pairs, make_config, tmp_path):

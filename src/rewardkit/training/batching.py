@@ -1,4 +1,10 @@
-"""From preference pairs to padded batches: tokenization, length grouping, collation."""
+"""From preference pairs to padded batches: tokenization, length grouping, collation.
+
+Two collators share one interface (``lengths()`` for the batch sampler, ``__call__`` for
+the DataLoader): :class:`PairCollator` puts chosen and rejected texts in rows of their
+own (any backbone); :class:`SharedPrefixCollator` puts each pair in one row that holds
+the prompt once (decoders, see :mod:`rewardkit.models.shared_prefix`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from tqdm.auto import tqdm
 
 from rewardkit.data import PreferencePair
 from rewardkit.models import TextRewardModel
+from rewardkit.models.shared_prefix import pack_pairs, row_lengths, shared_length
 
 
 @dataclass
@@ -117,12 +124,51 @@ class PairCollator:
         self.model = model
         self.tokenized = tokenized
 
+    def lengths(self) -> list[int]:
+        """Padded width each pair needs, in tokens: the longer of its two texts."""
+        return self.tokenized.lengths()
+
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Pad the pairs at ``indices`` (a batch sampler hands the whole index list to one call)."""
         t = self.tokenized
         input_ids, attention_mask = self.model.pad([t.chosen[i] for i in indices] + [t.rejected[i] for i in indices])
-        margin = torch.tensor([t.margins[i] for i in indices], dtype=torch.float32)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margin}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": _margins(t, indices)}
+
+
+class SharedPrefixCollator:
+    """Packs each pair into one row ``[shared; chosen rest; rejected rest]``, right-padded.
+
+    The shared part is the two texts' longest common token prefix (usually the prompt);
+    a pair sharing nothing beyond the special tokens takes two rows. Returns the dict of
+    :func:`rewardkit.models.shared_prefix.pack_pairs` (``input_ids``, a 4-D boolean
+    ``attention_mask``, ``position_ids``, ``chosen_index``, ``rejected_index``) plus
+    ``margin`` of shape ``(batch,) float32``.
+    """
+
+    def __init__(self, model: TextRewardModel, tokenized: TokenizedPairs):
+        self.pad_id = model.tokenizer.pad_token_id
+        self.tokenized = tokenized
+        n_special = len(model.special.prefix)
+        pairs = zip(tokenized.chosen, tokenized.rejected, strict=True)
+        self.shared = [shared_length(c, r, n_special) for c, r in pairs]
+
+    def lengths(self) -> list[int]:
+        """Padded width each pair needs, in tokens: its packed row (or its longer text if it takes two)."""
+        t = self.tokenized
+        return [row_lengths(c, r, s) for c, r, s in zip(t.chosen, t.rejected, self.shared, strict=True)]
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Pack the pairs at ``indices``."""
+        t = self.tokenized
+        batch = pack_pairs([t.chosen[i] for i in indices], [t.rejected[i] for i in indices],
+                           [self.shared[i] for i in indices], self.pad_id)
+        batch["margin"] = _margins(t, indices)
+        return batch
+
+
+def _margins(tokenized: TokenizedPairs, indices: list[int]) -> torch.Tensor:
+    """``(batch,) float32`` margins of the pairs at ``indices``."""
+    return torch.tensor([tokenized.margins[i] for i in indices], dtype=torch.float32)
 
 
 class _Indices(torch.utils.data.Dataset):

@@ -46,6 +46,12 @@ class RewardConfig:
     use_margin: bool = _f(True, "Subtract the records' margin inside the Bradley-Terry loss when they have one.")
     disable_dropout: bool = _f(True, "Turn every dropout layer off while training, as TRL's RewardTrainer does.")
     group_by_length: bool = _f(True, "Batch pairs of similar length together so little compute goes to padding.")
+    shared_prefix: bool = _f(
+        True,
+        "Decoders (Llama, Mistral, Qwen2/3, GPT-2): put each pair in one row, prompt then chosen then rejected, "
+        "with an attention mask that keeps the two responses apart, so the prompt is computed once; same "
+        "rewards and gradients as two rows. Other backbones always use two rows.",
+    )
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CPU or GPU); weights stay float32.")
     seed: int = _f(42, "Seed for the split, the initial head, dropout and batch order.")
     split: tuple[float, float, float] = _f(

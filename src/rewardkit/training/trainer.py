@@ -23,9 +23,11 @@ from tqdm.auto import tqdm
 from rewardkit.data import PreferencePair
 from rewardkit.errors import ModelError, RewardkitError
 from rewardkit.models import TextRewardModel
+from rewardkit.models.shared_prefix import SharedPrefixRewardModel, supports_shared_prefix
 from rewardkit.training.batching import (
     LengthGroupedBatches,
     PairCollator,
+    SharedPrefixCollator,
     _Indices,
     tokenize_pairs,
 )
@@ -51,6 +53,8 @@ class TrainResult:
         final_loss: Mean loss over the last logging window.
         final_accuracy: Mean training pairwise accuracy over the last logging window.
         curves: Logged loss and accuracy points.
+        shared_prefix: Each pair was one row holding the prompt once (``config.shared_prefix``
+            and a decoder that supports it); else chosen and rejected had rows of their own.
     """
 
     model: TextRewardModel
@@ -63,6 +67,7 @@ class TrainResult:
     final_loss: float
     final_accuracy: float
     curves: Curves = field(repr=False)
+    shared_prefix: bool = False
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for a commit (``train/...``)."""
@@ -75,16 +80,19 @@ class TrainResult:
             "train/pairs_per_second": round(self.pairs_per_second, 3),
             "train/loss": round(self.final_loss, 5),
             "train/accuracy": round(self.final_accuracy, 5),
+            "train/shared_prefix": int(self.shared_prefix),
         }
 
 
 class RewardTrainer:
     """Trains a :class:`TextRewardModel` on preference pairs with the Bradley-Terry loss.
 
-    Chosen and rejected texts share one forward pass; batches are padded only to their
-    longest text and grouped by length; AdamW with linear warm-up and decay; gradient
-    accumulation; bf16 autocast on request; checkpoints every ``save_steps`` that
-    :meth:`train` can resume from.
+    Chosen and rejected texts share one forward pass: for decoders that support it each
+    pair is one row holding the prompt once (``config.shared_prefix``,
+    :mod:`rewardkit.models.shared_prefix`), otherwise chosen and rejected get rows of their
+    own. Batches are padded only to their longest row and grouped by length; AdamW with
+    linear warm-up and decay; gradient accumulation; bf16 autocast on request; checkpoints
+    every ``save_steps`` that :meth:`train` can resume from.
 
     Args:
         config: Hyperparameters.
@@ -139,11 +147,13 @@ class RewardTrainer:
         show = progress and acc.is_local_main_process
 
         tokenized = tokenize_pairs(self.model, pairs, cfg.max_length, progress=show)
-        sampler = LengthGroupedBatches(tokenized.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
+        shared_prefix = cfg.shared_prefix and supports_shared_prefix(self.model.backbone)
+        collator = (SharedPrefixCollator if shared_prefix else PairCollator)(self.model, tokenized)
+        sampler = LengthGroupedBatches(collator.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
         # A generator of its own: starting an epoch must not draw from the global torch RNG
         # (dropout), or a run resumed mid-epoch would see different dropout masks.
         loader = torch.utils.data.DataLoader(
-            _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=PairCollator(self.model, tokenized),
+            _Indices(len(tokenized)), batch_sampler=sampler, collate_fn=collator,
             generator=torch.Generator(),
         )
         # Batches this process sees per epoch: accelerate shards the batch sampler over the
@@ -159,6 +169,9 @@ class RewardTrainer:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+                # Llama, Mistral and Qwen attention keep their dropout as a rate, not a layer
+                if isinstance(getattr(module, "attention_dropout", None), float):
+                    module.attention_dropout = 0.0
         optimizer = torch.optim.AdamW(
             _parameter_groups(self.model, cfg.weight_decay), lr=cfg.learning_rate, fused=True
         )
@@ -168,7 +181,10 @@ class RewardTrainer:
         scheduler = get_linear_schedule_with_warmup(
             optimizer, round(cfg.warmup_ratio * total_steps) * n_proc, total_steps * n_proc
         )
-        model, optimizer, loader, scheduler = acc.prepare(self.model, optimizer, loader, scheduler)
+        # The shared-prefix module holds the same backbone (same parameters, same state_dict
+        # keys), so training it trains self.model and checkpoints are interchangeable.
+        module = SharedPrefixRewardModel(self.model) if shared_prefix else self.model
+        model, optimizer, loader, scheduler = acc.prepare(module, optimizer, loader, scheduler)
 
         curves = Curves()
         done_batches = 0
@@ -227,7 +243,8 @@ class RewardTrainer:
         seconds = time.perf_counter() - start
 
         acc.wait_for_everyone()
-        trained = acc.unwrap_model(model, keep_fp32_wrapper=False)  # later scoring runs in float32
+        acc.unwrap_model(model, keep_fp32_wrapper=False)  # later scoring runs in float32
+        trained = self.model
         trained.eval()
         if acc.is_main_process:
             curves.write(output_dir)
@@ -243,12 +260,21 @@ class RewardTrainer:
             final_loss=last["loss"],
             final_accuracy=last["accuracy"],
             curves=curves,
+            shared_prefix=shared_prefix,
         )
 
     def _step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """Loss and accuracy of one batch: chosen rows first, rejected rows second."""
-        rewards = model(batch["input_ids"], batch["attention_mask"]).float()
-        chosen, rejected = rewards.chunk(2)
+        """Loss and accuracy of one batch, from either collator.
+
+        A :class:`SharedPrefixCollator` batch (it has ``chosen_index``) goes to a
+        :class:`SharedPrefixRewardModel`, which returns chosen and rejected rewards; a
+        :class:`PairCollator` batch has chosen rows first and rejected rows second.
+        """
+        if "chosen_index" in batch:
+            chosen, rejected = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+                                     batch["chosen_index"], batch["rejected_index"])
+        else:
+            chosen, rejected = model(batch["input_ids"], batch["attention_mask"]).float().chunk(2)
         margin = batch["margin"] if self.config.use_margin else None
         loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_rewards_coefficient)
         accuracy = ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item()
