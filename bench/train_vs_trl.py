@@ -41,6 +41,9 @@ from pathlib import Path
 if __name__ == "__main__":  # a benchmark run (not the tests importing it): set before torch loads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no hidden tokenizer thread pool
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # everything on the CPU, never on a GPU
+    # Idle OpenMP threads sleep instead of spinning: with 2 threads on 2 cores, a spinning thread
+    # whose partner was descheduled by any other process wastes its core (measured: runs crawled).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datasets
 import torch
