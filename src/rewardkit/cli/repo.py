@@ -12,8 +12,6 @@ import typer
 from rewardkit import api
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import commit_table, console, log_table, print_json
-from rewardkit.store import Repository
-from rewardkit.store.repository import DEFAULT_DIR
 
 
 def init(
@@ -22,6 +20,8 @@ def init(
     repo: RepoOption = None,
 ) -> None:
     """Create an empty repository (objects folder + SQLite metadata in WAL mode)."""
+    from rewardkit.store.repository import DEFAULT_DIR, Repository  # imports torch
+
     target = path or repo or Path(DEFAULT_DIR)
     Repository.init(target).close()
     console.print(f"Initialised empty rewardkit repository in {target}")
