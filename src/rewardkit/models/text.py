@@ -30,7 +30,7 @@ from torch import nn
 
 from rewardkit.errors import ModelError
 from rewardkit.models import packed_bert
-from rewardkit.models.reward_head import check_base_model
+from rewardkit.models.reward_head import check_base_model, check_tokenizer_files
 from rewardkit.models.truncation import Encoded, SpecialTokens, truncate_pair
 
 
@@ -55,11 +55,14 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):  # noqa: ANN2
             :func:`default_backbone`.
 
     Raises:
-        ModelError: The folder does not exist or transformers cannot load a tokenizer from it.
+        ModelError: The folder does not exist, holds no tokenizer files, or transformers
+            cannot load a tokenizer from it.
     """
     from transformers import AutoTokenizer
 
     path = _backbone_path(name_or_path)
+    if Path(path).expanduser().is_dir():
+        check_tokenizer_files(Path(path).expanduser())
     with _loading(f"the tokenizer of {path!r}"):
         return AutoTokenizer.from_pretrained(path)
 
