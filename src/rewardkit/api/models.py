@@ -122,8 +122,9 @@ def commit(
 ) -> Commit:
     """Commit a saved text reward model folder on ``branch``.
 
-    The folder must hold a one-output sequence-classification model (``config.json`` and
-    ``model.safetensors``, see :func:`rewardkit.models.reward_head.check_reward_model_dir`),
+    The folder must hold a one-output sequence-classification model (``config.json``,
+    ``model.safetensors`` and the tokenizer's files, see
+    :func:`rewardkit.models.reward_head.check_reward_model_dir`),
     so that every stored version scores texts; nothing is written when it does not.
 
     Args:
