@@ -28,7 +28,8 @@ def init(
 
 
 def commit(
-    model_dir: Annotated[Path, typer.Argument(help="Model folder with model.safetensors, config.json and the tokenizer files.")],
+    model_dir: Annotated[Path, typer.Argument(
+        help="Model folder with model.safetensors, config.json and the tokenizer files.")],
     message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
     branch: Annotated[str, typer.Option(help="Branch to commit on.")] = "main",
     verify_existing: Annotated[bool, typer.Option(

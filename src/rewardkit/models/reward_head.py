@@ -126,5 +126,6 @@ def check_tokenizer_files(folder: str | os.PathLike) -> None:
     """
     folder = Path(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"{folder} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save it beside the model "
-                         "with tokenizer.save_pretrained(folder)")
+        raise ModelError(f"cannot load the tokenizer of {str(folder)!r}: it has no tokenizer "
+                         f"({' or '.join(TOKENIZER_FILES)}); save it beside the model with "
+                         "tokenizer.save_pretrained(folder)")
