@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 
 import pytest
 from cli_helpers import repo_snapshot, write_jsonl
@@ -257,3 +258,37 @@ def test_a_stored_two_output_model_names_the_commit_not_a_temporary_folder(cli, 
     assert code == 2 and err.count("\n") == 1, err
     assert f"commit {commit.id[:10]} (sentiment)" in err and "num_labels=2" in err and "/tmp" not in err.replace(
         str(tmp_path), "")
+
+
+@pytest.fixture
+def no_tokenizer_dir(tmp_path, tiny_model_dir):
+    """The tiny reward model with its weights and config but none of its tokenizer files."""
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    return folder
+
+
+def test_a_model_folder_without_tokenizer_is_refused(cli, tmp_path, no_tokenizer_dir, repo_with_commit):
+    # Old code: transformers built a 5-token vocabulary from config.json, so the folder was
+    # committed and scored every text alike ([UNK] for every word).
+    for args in (["commit", no_tokenizer_dir, "-m", "no tokenizer"], ["score", no_tokenizer_dir, "a", "b"]):
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "has no tokenizer" in err, err
+
+
+def test_a_stored_model_without_tokenizer_names_the_commit_when_rendering_chats(cli, tmp_path, no_tokenizer_dir,
+                                                                               repo_with_commit):
+    from rewardkit.store import Repository
+
+    with Repository.discover(repo_with_commit) as repo:  # as an older rewardkit let it in
+        commit = repo.commit_dir(no_tokenizer_dir, "no tokenizer", branch="bare")
+    chat = write_jsonl(tmp_path / "chat.jsonl", [
+        {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+         "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}])
+    for args in (["score", "bare", "--data", chat], ["score", "bare", "text"]):
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"commit {commit.id[:10]} (bare)" in err and "has no tokenizer" in err, err
+        assert "/tmp" not in err.replace(str(tmp_path), ""), err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import TINY_DECODERS, tiny_llama
+from tiny_decoders import TINY_DECODERS, tiny_llama
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rewardkit.models import TextRewardModel

@@ -41,6 +41,7 @@ def test_every_float_must_be_finite(field, value):
     ("batch_size", 2.5, r"batch_size"),
     ("epochs", "1", r"epochs"),
     ("bf16", "yes", r"bf16 \(--bf16\) must be true or false"),
+    ("shared_prefix", "no", r"shared_prefix \(--shared-prefix\) must be true or false"),  # "no" was truthy
     ("split", (0.8, 0.1, float("nan")), r"split"),
 ])
 def test_range_and_type_at_the_boundary(field, value, expected):

@@ -4,12 +4,18 @@ The CLI calls exactly these functions and only renders what they return. One mod
 concept: :mod:`~rewardkit.api.training` (train, evaluate on the held-out splits, commit),
 :mod:`~rewardkit.api.evaluation` (evaluate and score), :mod:`~rewardkit.api.models` (open a
 model from an object, a folder or a ref; commit a folder) and :mod:`~rewardkit.api.checks`
-(arguments checked before slow work).
+(arguments checked before slow work). The names below are imported on first use (see
+:mod:`rewardkit.lazy`), so the CLI loads torch only once a command needs it.
 """
 
-from rewardkit.api.evaluation import evaluate, score, score_data
-from rewardkit.api.models import ModelSource, commit, load_model, open_model
-from rewardkit.api.training import TrainRun, train
+from typing import TYPE_CHECKING
+
+from rewardkit.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rewardkit.api.evaluation import evaluate, score, score_data
+    from rewardkit.api.models import ModelSource, commit, load_model, open_model
+    from rewardkit.api.training import TrainRun, train
 
 __all__ = [
     "ModelSource",
@@ -22,3 +28,8 @@ __all__ = [
     "score_data",
     "train",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(("evaluate", "score", "score_data"), "rewardkit.api.evaluation"),
+    **dict.fromkeys(("ModelSource", "commit", "load_model", "open_model"), "rewardkit.api.models"),
+    **dict.fromkeys(("TrainRun", "train"), "rewardkit.api.training"),
+})

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rewardkit.errors import ConfigError, OutputError
-from rewardkit.models import TextRewardModel
+
+if TYPE_CHECKING:
+    from rewardkit.models import TextRewardModel
 
 DataSource = str | Path | Sequence[str | Path]
 

@@ -61,10 +61,15 @@ class ModelSource:
         return Path(self._model)
 
     def tokenizer(self) -> Any:
-        """The tokenizer alone, without loading any weights."""
+        """The tokenizer alone, without loading any weights.
+
+        Raises:
+            ModelError: The folder, or the commit's model, has no loadable tokenizer.
+        """
         if isinstance(self._model, TextRewardModel):
             return self._model.tokenizer
-        return load_tokenizer(self.folder)
+        with self._naming_commit():
+            return load_tokenizer(self.folder)
 
     def load(self) -> TextRewardModel:
         """The whole model, weights included.
@@ -76,14 +81,23 @@ class ModelSource:
             return self._model
         if not isinstance(self._model, Commit):
             return TextRewardModel.load(self.folder)
-        folder = self.folder
         # laid out as a checkout's weights file maps, but in memory (same kernels, same bits)
         state_dict = map_like_weights_file(self._repo.load_tensors(self._model.id))
+        with self._naming_commit():
+            return TextRewardModel.load(self.folder, state_dict=state_dict)
+
+    @contextmanager
+    def _naming_commit(self) -> Iterator[None]:
+        """A ``ModelError`` about a commit's temporary folder names the commit instead."""
+        if not isinstance(self._model, Commit):
+            yield
+            return
         try:
-            return TextRewardModel.load(folder, state_dict=state_dict)
-        except ModelError as exc:  # name the commit, not the temporary folder
+            yield
+        except ModelError as exc:
+            folder = str(self.folder)
             raise ModelError(f"commit {self._model.id[:10]} ({self._name}) does not load as a reward model: "
-                             f"{str(exc).replace(repr(str(folder)), 'it').replace(str(folder), 'it')}") from exc
+                             f"{str(exc).replace(repr(folder), 'it').replace(folder, 'it')}") from exc
 
 
 @contextmanager
@@ -108,8 +122,9 @@ def commit(
 ) -> Commit:
     """Commit a saved text reward model folder on ``branch``.
 
-    The folder must hold a one-output sequence-classification model (``config.json`` and
-    ``model.safetensors``, see :func:`rewardkit.models.reward_head.check_reward_model_dir`),
+    The folder must hold a one-output sequence-classification model (``config.json``,
+    ``model.safetensors`` and the tokenizer's files, see
+    :func:`rewardkit.models.reward_head.check_reward_model_dir`),
     so that every stored version scores texts; nothing is written when it does not.
 
     Args:

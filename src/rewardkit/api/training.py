@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rewardkit.api.checks import DataSource, check_output_path, source_names
 from rewardkit.data import chat_template_renderer, fingerprint, load_pairs
-from rewardkit.evaluation import EvalReport, evaluate_model
-from rewardkit.models.text import load_tokenizer
-from rewardkit.store import Commit, Repository
-from rewardkit.training import RewardConfig, RewardTrainer, TrainResult
+from rewardkit.training.config import RewardConfig
+
+if TYPE_CHECKING:
+    from rewardkit.evaluation import EvalReport
+    from rewardkit.store import Commit, Repository
+    from rewardkit.training import TrainResult
 
 DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what models.default_backbone() ships
 
@@ -64,9 +67,9 @@ def train(
     in ``params["fingerprints"]`` the fingerprint of the training pairs and of every data set
     evaluated (``"train"``, ``"validation"``, ``"test"``, each ``eval_data`` file name).
 
-    All data, ``eval_data`` included, is read and checked before the backbone's weights are
-    loaded, so a data error comes back in about the time Python takes to start; a chat
-    template needs only the tokenizer.
+    All data, ``eval_data`` included, is read and checked before torch and the backbone's
+    weights are loaded, so a data error comes back in about the time Python takes to start;
+    a chat template needs only the tokenizer.
 
     Raises:
         DataError: The data cannot be read or holds no training pair.
@@ -78,8 +81,16 @@ def train(
     config = config or RewardConfig()
     check_output_path(output_dir, "output folder", "--output-dir", folder=True)
     if commit_message is not None and repo is None:
+        from rewardkit.store import Repository
+
         repo = Repository.discover()  # fail before training, not after
-    render = chat_template_renderer(lambda: load_tokenizer(config.base_model))
+
+    def tokenizer() -> Any:
+        from rewardkit.models.text import load_tokenizer
+
+        return load_tokenizer(config.base_model)
+
+    render = chat_template_renderer(tokenizer)
     parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
     held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
     held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}
@@ -88,7 +99,11 @@ def train(
     counts = {"n_ties_dropped": len(parts["train"].ties), "n_identical": parts["train"].n_identical,
               "n_empty": train_split.n_empty}
 
-    trainer = RewardTrainer(config)  # loads the weights: only once the data is known to be good
+    # torch and the weights are loaded only once the data is known to be good
+    from rewardkit.evaluation import evaluate_model
+    from rewardkit.training import RewardTrainer
+
+    trainer = RewardTrainer(config)
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(output_dir) / "model"
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process saves and commits

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rewardkit.data import FORMATS
-from rewardkit.store import Repository
+
+if TYPE_CHECKING:
+    from rewardkit.store import Repository
 
 RepoOption = Annotated[
     Path | None,
@@ -25,4 +27,6 @@ FormatOption = Annotated[
 
 def open_repo(path: Path | None) -> Repository:
     """The repository at ``path``, ``$REWARDKIT_REPO`` or ``./.rewardkit``."""
+    from rewardkit.store import Repository  # imports torch: only when a command needs the store
+
     return Repository.discover(path)

@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rewardkit.evaluation import EvalReport
-from rewardkit.store import Commit
+if TYPE_CHECKING:
+    from rewardkit.evaluation import EvalReport
+    from rewardkit.store import Commit
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 

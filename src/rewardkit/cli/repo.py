@@ -12,8 +12,6 @@ import typer
 from rewardkit import api
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import commit_table, console, log_table, print_json
-from rewardkit.store import Repository
-from rewardkit.store.repository import DEFAULT_DIR
 
 
 def init(
@@ -22,13 +20,16 @@ def init(
     repo: RepoOption = None,
 ) -> None:
     """Create an empty repository (objects folder + SQLite metadata in WAL mode)."""
+    from rewardkit.store.repository import DEFAULT_DIR, Repository  # imports torch
+
     target = path or repo or Path(DEFAULT_DIR)
     Repository.init(target).close()
     console.print(f"Initialised empty rewardkit repository in {target}")
 
 
 def commit(
-    model_dir: Annotated[Path, typer.Argument(help="Model folder with model.safetensors and config.json.")],
+    model_dir: Annotated[Path, typer.Argument(
+        help="Model folder with model.safetensors, config.json and the tokenizer files.")],
     message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
     branch: Annotated[str, typer.Option(help="Branch to commit on.")] = "main",
     verify_existing: Annotated[bool, typer.Option(

@@ -12,7 +12,7 @@ from typer.models import OptionInfo
 from rewardkit import api
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import bold, console, eval_table, print_json
-from rewardkit.training import RewardConfig
+from rewardkit.training.config import RewardConfig
 
 D = RewardConfig()
 

@@ -25,6 +25,8 @@ from rewardkit.errors import ModelError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What a tokenizer's save_pretrained writes (transformers' TOKENIZER_CONFIG_FILE, FULL_TOKENIZER_FILE)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 _HEAD_SUFFIX = "ForSequenceClassification"
 
 
@@ -78,8 +80,9 @@ def check_reward_model_dir(folder: str | os.PathLike) -> None:
     """Refuse a folder that does not hold a one-output sequence-classification model.
 
     Checks, in order: the folder exists, holds ``model.safetensors`` and ``config.json``,
-    the config parses, describes a sequence-classification model, with ``num_labels`` 1.
-    Only ``config.json`` is read, not the weights.
+    the config parses, describes a sequence-classification model, with ``num_labels`` 1,
+    and the folder holds a tokenizer (:func:`check_tokenizer_files`). Only ``config.json``
+    is read, not the weights.
 
     Raises:
         ModelError: The first check that fails, with the reason and the fix.
@@ -109,3 +112,20 @@ def check_reward_model_dir(folder: str | os.PathLike) -> None:
             f"{folder / CONFIG_FILE} describes a sequence-classification model with {outputs} outputs "
             f"(num_labels={outputs}); a reward model has one output (num_labels=1)"
         )
+    check_tokenizer_files(folder)
+
+
+def check_tokenizer_files(folder: str | os.PathLike) -> None:
+    """Refuse a local model folder that holds no tokenizer.
+
+    transformers builds a tokenizer from ``config.json`` alone (an empty vocabulary: every
+    word becomes ``[UNK]``), so such a folder would load and score every text alike.
+
+    Raises:
+        ModelError: None of :data:`TOKENIZER_FILES` is in the folder.
+    """
+    folder = Path(folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"cannot load the tokenizer of {str(folder)!r}: it has no tokenizer "
+                         f"({' or '.join(TOKENIZER_FILES)}); save it beside the model with "
+                         "tokenizer.save_pretrained(folder)")

@@ -30,7 +30,7 @@ from torch import nn
 
 from rewardkit.errors import ModelError
 from rewardkit.models import packed_bert
-from rewardkit.models.reward_head import check_base_model
+from rewardkit.models.reward_head import check_base_model, check_tokenizer_files
 from rewardkit.models.truncation import Encoded, SpecialTokens, truncate_pair
 
 
@@ -55,19 +55,16 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):  # noqa: ANN2
             :func:`default_backbone`.
 
     Raises:
-        ModelError: The folder does not exist or transformers cannot load a tokenizer from it.
+        ModelError: The folder does not exist, holds no tokenizer files, or transformers
+            cannot load a tokenizer from it.
     """
     from transformers import AutoTokenizer
 
-    path = str(name_or_path) if name_or_path is not None else default_backbone()
-    if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
-        raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
-    try:
-        with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load the tokenizer of {path!r}: {first_line}") from exc
+    path = _backbone_path(name_or_path)
+    if Path(path).expanduser().is_dir():
+        check_tokenizer_files(Path(path).expanduser())
+    with _loading(f"the tokenizer of {path!r}"):
+        return AutoTokenizer.from_pretrained(path)
 
 
 class TextRewardModel(nn.Module):
@@ -118,26 +115,20 @@ class TextRewardModel(nn.Module):
             MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
             AutoConfig,
             AutoModelForSequenceClassification,
-            AutoTokenizer,
         )
 
-        path = str(name_or_path) if name_or_path is not None else default_backbone()
-        if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
-            raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
-        try:
-            with _quiet_transformers():  # the "newly initialized head" report is expected here
-                check_base_model(AutoConfig.from_pretrained(path), path)
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                if state_dict is None:
-                    backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-                else:
-                    # transformers takes a state_dict only without a path, so only from the concrete class
-                    config = AutoConfig.from_pretrained(path, num_labels=1)
-                    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
-                    backbone = model_class.from_pretrained(None, config=config, state_dict=state_dict)
-        except (OSError, ValueError, KeyError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load backbone {path!r}: {first_line}") from exc
+        path = _backbone_path(name_or_path)
+        with _loading(f"backbone {path!r}"):
+            check_base_model(AutoConfig.from_pretrained(path), path)
+        tokenizer = load_tokenizer(path)
+        with _loading(f"backbone {path!r}"):  # the "newly initialized head" report is expected here
+            if state_dict is None:
+                backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            else:
+                # transformers takes a state_dict only without a path, so only from the concrete class
+                config = AutoConfig.from_pretrained(path, num_labels=1)
+                model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+                backbone = model_class.from_pretrained(None, config=config, state_dict=state_dict)
         set_pad_token(tokenizer, backbone)
         return cls(backbone, tokenizer)
 
@@ -282,6 +273,33 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars_on:
             hf_logging.enable_progress_bar()
+
+
+def _backbone_path(name_or_path: str | os.PathLike | None) -> str:
+    """``name_or_path`` as a string (:func:`default_backbone` for None), refused when it cannot exist.
+
+    Raises:
+        ModelError: Not an existing folder, and not shaped like a hub id (``name``, ``owner/name``).
+    """
+    path = str(name_or_path) if name_or_path is not None else default_backbone()
+    if not Path(path).expanduser().is_dir() and not _looks_like_hub_id(path):
+        raise ModelError(f"backbone {path!r} does not exist: give a model folder or a hub id")
+    return path
+
+
+@contextmanager
+def _loading(what: str) -> Iterator[None]:
+    """Silence transformers and turn its load errors (OSError, ValueError, KeyError) into one-line ``ModelError``.
+
+    Raises:
+        ModelError: ``cannot load {what}: <first line of transformers' message>``.
+    """
+    try:
+        with _quiet_transformers():
+            yield
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {what}: {first_line}") from exc
 
 
 def _looks_like_hub_id(path: str) -> bool:

@@ -85,7 +85,7 @@ class RewardConfig:
         self._check_float("max_grad_norm", 0, why=" (0 disables clipping)")
         if self.center_rewards_coefficient is not None:
             self._check_float("center_rewards_coefficient", 0)
-        for name in ("use_margin", "disable_dropout", "group_by_length", "bf16"):
+        for name in (f.name for f in fields(self) if isinstance(f.default, bool)):  # every switch
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{self._label(name)} must be true or false, got {getattr(self, name)!r}")
         if self.base_model is not None and not isinstance(self.base_model, str | PathLike):
