@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -350,19 +351,11 @@ class ObjectStore:
             StoreError: If the object is missing, has no valid header, or its size does not
                 match the header (truncated or extended).
         """
-        path = self.path(id)
         try:
-            with open(path, "rb") as f:
-                head = f.read(_HEADER_MAX)
-                size = os.fstat(f.fileno()).st_size
+            with open(self.path(id), "rb") as f:
+                header, _ = self._checked_header(id, f)
         except FileNotFoundError:
             raise StoreError(f"object {id} is missing from {self.root}") from None
-        header = self._parse_header(id, head)
-        if size != head.index(b"\0") + 1 + header.nbytes:
-            raise StoreError(
-                f"object {id} at {path} is corrupt: {size} bytes on disk, its header says "
-                f"{header.nbytes} bytes of data; {_RESTORE}"
-            )
         return header
 
     def ids(self) -> Iterator[str]:
@@ -379,36 +372,44 @@ class ObjectStore:
         sizes = [self.path(id).stat().st_size for id in self.ids()]
         return ObjectStats(objects=len(sizes), bytes=sum(sizes))
 
-    def _parse_header(self, id: str, head: bytes) -> ObjectHeader:
+    def _checked_header(self, id: str, f: BinaryIO) -> tuple[ObjectHeader, bytes]:
+        """Read and parse the header of the open object file ``f`` and check the file's size against it.
+
+        Returns:
+            The header and its raw bytes, NUL included; ``f`` is left just after them.
+
+        Raises:
+            StoreError: If the header is not valid or the size on disk does not match it.
+        """
+        path = self.path(id)
+        head = f.read(_HEADER_MAX)
         end = head.find(b"\0")
         try:
             if end <= 0:
                 raise ValueError("no NUL")
-            return ObjectHeader.parse(head[:end].decode("ascii"))
+            header = ObjectHeader.parse(head[:end].decode("ascii"))
         except (ValueError, UnicodeDecodeError):
+            raise StoreError(f"object {id} at {path} is corrupt: no valid header; {_RESTORE}") from None
+        size = os.fstat(f.fileno()).st_size
+        if size != end + 1 + header.nbytes:
             raise StoreError(
-                f"object {id} at {self.path(id)} is corrupt: no valid header; {_RESTORE}"
-            ) from None
+                f"object {id} at {path} is corrupt: {size} bytes on disk, its header says "
+                f"{header.nbytes} bytes of data; {_RESTORE}"
+            )
+        f.seek(end + 1)
+        return header, head[: end + 1]
 
     def _read(self, id: str, verify: bool) -> tuple[ObjectHeader, bytearray]:
         path = self.path(id)
         try:
             with open(path, "rb") as f:
-                head = f.read(_HEADER_MAX)
-                header = self._parse_header(id, head)
-                end = head.index(b"\0")
-                if os.fstat(f.fileno()).st_size != end + 1 + header.nbytes:
-                    raise StoreError(
-                        f"object {id} at {path} is corrupt: its size does not match its header "
-                        f"({header.nbytes} bytes of data); {_RESTORE}"
-                    )
+                header, raw_header = self._checked_header(id, f)
                 payload = bytearray(header.nbytes)
-                f.seek(end + 1)
                 got = f.readinto(payload)
                 trailing = f.read(1)
         except FileNotFoundError:
             raise StoreError(f"object {id} is missing from {self.root}") from None
-        if got != header.nbytes or trailing or (verify and _object_id(head[: end + 1], payload) != id):
+        if got != header.nbytes or trailing or (verify and _object_id(raw_header, payload) != id):
             raise StoreError(
                 f"object {id} at {path} is corrupt: its content does not hash to its id; {_RESTORE}"
             )
