@@ -65,7 +65,11 @@ def train(
     the model is evaluated on the validation and test splits and on every ``eval_data``
     source (all of it, format detected), and the commit records all of those metrics, and
     in ``params["fingerprints"]`` the fingerprint of the training pairs and of every data set
-    evaluated (``"train"``, ``"validation"``, ``"test"``, each ``eval_data`` file name).
+    evaluated (``"train"``, ``"validation"``, ``"test"``, each ``eval_data`` file name). The
+    commit also stores a probe set for ``rewardkit diff``: the first 256 pairs of the test
+    split (else of the validation split) and the model's rewards on them, taken from the
+    evaluation (nothing is scored twice), named in ``params["probe"]`` (see
+    :mod:`rewardkit.store.probe`).
 
     All data, ``eval_data`` included, is read and checked before torch and the backbone's
     weights are loaded, so a data error comes back in about the time Python takes to start;
@@ -100,7 +104,8 @@ def train(
               "n_empty": train_split.n_empty}
 
     # torch and the weights are loaded only once the data is known to be good
-    from rewardkit.evaluation import evaluate_model
+    from rewardkit.evaluation import evaluate_with_rewards
+    from rewardkit.store.probe import make_probe
     from rewardkit.training import RewardTrainer
 
     trainer = RewardTrainer(config)
@@ -110,8 +115,9 @@ def train(
         return TrainRun(result, {}, model_dir, None, **counts, is_main_process=False)
     result.model.tokenizer.model_max_length = config.max_length  # so a checkout scores as trained
     result.model.save(model_dir)
-    reports = {name: evaluate_model(result.model, dataset, max_length=config.max_length, progress=progress)
-               for name, dataset in held_out.items()}
+    evaluated = {name: evaluate_with_rewards(result.model, dataset, max_length=config.max_length, progress=progress)
+                 for name, dataset in held_out.items()}
+    reports = {name: report for name, (report, _) in evaluated.items()}
 
     commit = None
     if commit_message is not None:
@@ -119,10 +125,18 @@ def train(
         for name, report in reports.items():
             metrics |= report.metrics(name)
         fingerprints = {"train": fingerprint(train_pairs)} | {name: d.fingerprint for name, d in held_out.items()}
+        params = {"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
+                  "formats": parts["train"].formats, "fingerprints": fingerprints}
+        probe_objects = []
+        split = next((name for name in ("test", "validation") if name in held_out), None)
+        if split is not None:  # the probe set `diff` compares versions on: the split's first pairs
+            probe = make_probe(held_out[split].pairs, evaluated[split][1])  # rewards the evaluation computed
+            params["probe"] = probe.param() | {"split": split}
+            probe_objects = [probe.pairs_bytes(), probe.rewards]
         commit = repo.commit_dir(
             model_dir, commit_message,
-            params={"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
-                    "formats": parts["train"].formats, "fingerprints": fingerprints},
+            params=params,
+            extra_objects=probe_objects,
             metrics=metrics,
             data_fingerprint=fingerprints["train"],
             backbone=config.base_model or DEFAULT_BACKBONE_NAME,

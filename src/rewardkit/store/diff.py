@@ -31,6 +31,8 @@ UNGROUPED = "(other)"
 SET_ORDER = ("train", "validation", "test")
 #: Model file whose JSON keys are compared (architecture and head settings).
 MODEL_CONFIG_FILE = "config.json"
+#: Params key left out of the params diff: the probe rewards' object id.
+PROBE_REWARDS = "probe.rewards"
 #: Elements per float64 chunk when comparing two tensors (8 MiB per chunk and side).
 CHUNK = 1 << 20
 
@@ -148,7 +150,8 @@ class CommitDiff:
         a: Commit A (the old side).
         b: Commit B (the new side).
         params: Params that differ (flattened to dotted keys), plus ``backbone`` and
-            ``data_fingerprint`` when they differ.
+            ``data_fingerprint`` when they differ; not ``probe.rewards`` (the object id of
+            the probe rewards, which differs whenever the models do).
         model_config: Keys of the model's ``config.json`` that differ (flattened).
         files: Other model files (tokenizer...) whose content differs: path -> status
             (``changed``, ``added``, ``removed``).
@@ -181,7 +184,7 @@ class CommitDiff:
             "summary": asdict(self.summary),
             "top": [t.name for t in self.top],
         }
-        return _finite(out)
+        return json_ready(out)
 
 
 def diff_commits(repo: Repository, a: Commit | str, b: Commit | str, top_k: int = 10) -> CommitDiff:
@@ -329,9 +332,12 @@ def _summary(tensors: list[TensorChange], ma: Manifest, mb: Manifest) -> TensorS
 
 
 def _params_diff(a: Commit, b: Commit) -> list[ValueChange]:
-    top = {"backbone": a.backbone, "data_fingerprint": a.data_fingerprint}
-    top_b = {"backbone": b.backbone, "data_fingerprint": b.data_fingerprint}
-    return value_changes(flatten(a.params or {}) | top, flatten(b.params or {}) | top_b)
+    def flat(c: Commit) -> dict[str, Any]:
+        out = flatten(c.params or {}) | {"backbone": c.backbone, "data_fingerprint": c.data_fingerprint}
+        out.pop(PROBE_REWARDS, None)  # differs whenever the models do; the behaviour diff compares them
+        return out
+
+    return value_changes(flat(a), flat(b))
 
 
 def _model_config_diff(repo: Repository, ma: Manifest, mb: Manifest) -> list[ValueChange]:
@@ -387,12 +393,12 @@ def _tensor_dict(t: TensorChange) -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by ``None`` (JSON has neither)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_ready(v) for v in value]
     return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -206,6 +207,7 @@ class Repository:
         backbone: str | None = None,
         branch: str = "main",
         verify_existing: bool = False,
+        extra_objects: Sequence[bytes | torch.Tensor] = (),
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
 
@@ -236,6 +238,10 @@ class Repository:
             branch: Branch to commit on; created (as a root commit) if it does not exist.
             verify_existing: Compare every already-stored object with the committed bytes
                 before reusing it, not only the small ones.
+            extra_objects: Objects the commit refers to besides its model, by ids its
+                ``params`` name (blobs as bytes, tensors): e.g. the probe set of
+                ``params["probe"]`` (:mod:`rewardkit.store.probe`). Written with the model's
+                objects, and deleted with them if the commit fails.
 
         Returns:
             The new commit.
@@ -269,6 +275,11 @@ class Repository:
                 },
                 files={n: put_blob(data, verify_existing=verify_existing) for n, data in files.items()},
             )
+            for extra in extra_objects:
+                if isinstance(extra, torch.Tensor):
+                    put_tensor(extra, verify_existing=verify_existing)
+                else:
+                    put_blob(extra, verify_existing=verify_existing)
             commit = Commit.create(
                 manifest.store(self.objects), [head] if head else [], message, author, **meta
             )
@@ -291,6 +302,7 @@ class Repository:
         backbone: str | None = None,
         branch: str = "main",
         verify_existing: bool = False,
+        extra_objects: Sequence[bytes | torch.Tensor] = (),
     ) -> Commit:
         """Commit a model folder (``model.safetensors`` + other files) on ``branch``.
 
@@ -313,6 +325,7 @@ class Repository:
             backbone=backbone,
             branch=branch,
             verify_existing=verify_existing,
+            extra_objects=extra_objects,
         )
 
     # -- reading -----------------------------------------------------------------------
