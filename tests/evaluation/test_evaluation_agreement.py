@@ -49,3 +49,9 @@ def test_agreement_refuses_mismatched_shapes():
         agreement([[1.0, 0.0]], [[1.0, 0.0], [2.0, 1.0]], [[1, 1]])
     with pytest.raises(ValueError):
         agreement(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2)))
+
+
+def test_a_nan_reward_is_refused_naming_the_version():
+    b = np.array([[1.0, np.nan], [np.inf, 0.0]])
+    with pytest.raises(ValueError, match="version B gives a NaN or infinite reward to 2 of 4"):
+        agreement(np.ones((2, 2)), b, np.ones((2, 2)))

@@ -64,11 +64,11 @@ def test_diff_classifies_every_tensor_and_counts_bytes(repo):
     ca, cb = _commit(repo, a), _commit(repo, b)
     d = diff_commits(repo, ca.id, cb.id)
     status = {t.name: t.status for t in d.tensors}
-    assert status == {"keep": "unchanged", "change": "changed", "gone": "removed", "retype": "retyped",
+    assert status == {"keep": "unchanged", "change": "changed", "gone": "removed", "retype": "incompatible",
                       "new": "added"}
-    assert d.summary.counts == {"unchanged": 1, "changed": 1, "retyped": 1, "added": 1, "removed": 1}
+    assert d.summary.counts == {"unchanged": 1, "changed": 1, "incompatible": 1, "added": 1, "removed": 1}
     assert d.summary.bytes_a == 16 + 8 + 8 + 8 and d.summary.bytes_b == 16 + 8 + 24 + 4
-    assert d.summary.bytes_differ == 8 + 24 + 4  # changed F32[2], added F64[3], retyped BF16[2]
+    assert d.summary.bytes_differ == 8 + 24 + 4  # changed F32[2], added F64[3], incompatible BF16[2]
     assert d.summary.bytes_removed == 8
     change = next(t for t in d.tensors if t.name == "change")
     assert change.stats.relative_l2 == pytest.approx(0.8) and change.stats.max_abs_diff == 4.0

@@ -101,7 +101,16 @@ def diff(
         store = diff_commits(repo, ca, cb, top_k)  # after the data, before the weights
         rewards = [_rewards(source.load(), pairs) for source, pairs in zip((sa, sb), datasets, strict=True)]
     lengths = [[len(p.chosen), len(p.rejected)] for p in datasets[0]]
-    return ModelDiff(store, Behaviour(names, len(lengths), agreement(rewards[0], rewards[1], lengths)))
+    return ModelDiff(store, _compare(names, rewards[0], rewards[1], lengths))
+
+
+def _compare(source: str, rewards_a: np.ndarray, rewards_b: np.ndarray, lengths: Any) -> Behaviour:
+    """:func:`agreement` as a :class:`Behaviour`; non-finite rewards become its ``missing`` reason."""
+    try:
+        result = agreement(rewards_a, rewards_b, lengths)
+    except ValueError as exc:
+        return Behaviour(source, 0, None, missing=str(exc))
+    return Behaviour(source, result.n_pairs, result)
 
 
 def _rewards(model: Any, pairs: Sequence[Any]) -> np.ndarray:
@@ -123,5 +132,4 @@ def _stored_behaviour(repo: Repository, ca: Commit, cb: Commit, a: str, b: str) 
             f"{str(pb.get('pairs'))[:10]}: other data or split seed); pass --probe DATA to score both on the "
             "same data"))
     probe_a, probe_b = load_probe(repo.objects, ca), load_probe(repo.objects, cb)
-    result = agreement(probe_a.rewards.numpy(), probe_b.rewards.numpy(), probe_a.lengths.numpy())
-    return Behaviour("stored probe", result.n_pairs, result)
+    return _compare("stored probe", probe_a.rewards.numpy(), probe_b.rewards.numpy(), probe_a.lengths.numpy())

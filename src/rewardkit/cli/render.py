@@ -289,14 +289,15 @@ def tensors_table(d: CommitDiff) -> Table:
         st = t.stats
         relative = "inf (‖A‖=0)" if st.relative_l2 == math.inf else _num(st.relative_l2)
         table.add_row(t.name, t.b.dtype, str(list(t.b.shape)), relative, _num(st.cosine), _num(st.max_abs_diff))
-    others = [t for t in d.tensors if t.status in ("added", "removed", "retyped")]
+    others = [t for t in d.tensors if t.status in ("added", "removed", "incompatible")]
     if others:
         table.add_section()
         for t in others:
             a = f"{t.a.dtype} {list(t.a.shape)}" if t.a else "–"
             b = f"{t.b.dtype} {list(t.b.shape)}" if t.b else "–"
             table.add_row(t.name, t.status, f"{a} → {b}", "", "", "")
-    counts = ", ".join(f"{n} {status}" for status, n in s.counts.items())
+    counts = ", ".join(f"{n} {'of other dtype/shape' if status == 'incompatible' else status}"
+                       for status, n in s.counts.items())
     table.caption = (f"{counts}; {_bytes(s.bytes_differ)} of B's {_bytes(s.bytes_b)} differ from A "
                      f"({_bytes(s.bytes_removed)} removed)")
     return table

@@ -80,13 +80,19 @@ def agreement(
         lengths: ``(n, 2)`` lengths of the chosen and rejected responses in characters.
 
     Raises:
-        ValueError: If the shapes differ, are not ``(n, 2)``, or ``n`` is 0.
+        ValueError: If the shapes differ, are not ``(n, 2)``, or ``n`` is 0, or a version
+            gives a NaN or infinite reward (the message says which and how many).
     """
     a = np.asarray(rewards_a, dtype=np.float64)
     b = np.asarray(rewards_b, dtype=np.float64)
     length = np.asarray(lengths, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0 or a.shape != b.shape or a.shape != length.shape:
         raise ValueError(f"expected three (n, 2) arrays with n > 0, got {a.shape}, {b.shape} and {length.shape}")
+    for name, rewards in (("A", a), ("B", b)):
+        bad = int((~np.isfinite(rewards)).sum())
+        if bad:
+            raise ValueError(f"version {name} gives a NaN or infinite reward to {bad} of {rewards.size} responses; "
+                             "its weights are damaged or diverged")
     sign_a, sign_b = np.sign(a[:, 0] - a[:, 1]), np.sign(b[:, 0] - b[:, 1])
     return Agreement(
         n_pairs=len(a),

@@ -36,7 +36,7 @@ PROBE_REWARDS = "probe.rewards"
 #: Elements per float64 chunk when comparing two tensors (1 MiB per chunk and side: fits in cache).
 CHUNK = 1 << 17
 
-TensorStatus = Literal["unchanged", "changed", "added", "removed", "retyped"]
+TensorStatus = Literal["unchanged", "changed", "added", "removed", "incompatible"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class TensorChange:
     Attributes:
         name: Tensor name as in ``model.safetensors``.
         status: ``unchanged`` (same object id), ``changed`` (same dtype and shape, other
-            bytes), ``added`` (only in B), ``removed`` (only in A), ``retyped`` (dtype or
+            bytes), ``added`` (only in B), ``removed`` (only in A), ``incompatible`` (dtype or
             shape differ, so no element-wise statistics).
         a: A's entry (dtype, shape, object id), ``None`` if added.
         b: B's entry, ``None`` if removed.
@@ -131,7 +131,7 @@ class TensorSummary:
         bytes_a: Raw bytes of all of A's tensors.
         bytes_b: Raw bytes of all of B's tensors.
         bytes_differ: Raw bytes of B's tensors that are not in A as they are (changed,
-            added, retyped): what B adds to a store that holds A.
+            added, incompatible): what B adds to a store that holds A.
         bytes_removed: Raw bytes of A's tensors that B no longer has.
     """
 
@@ -310,7 +310,7 @@ def _tensor_changes(repo: Repository, ma: Manifest, mb: Manifest) -> Iterator[Te
         elif ea.id == eb.id:
             yield TensorChange(name, "unchanged", ea, eb)
         elif (ea.dtype, ea.shape) != (eb.dtype, eb.shape):
-            yield TensorChange(name, "retyped", ea, eb)
+            yield TensorChange(name, "incompatible", ea, eb)
         else:
             stats = tensor_stats(repo.objects.get_tensor(ea.id), repo.objects.get_tensor(eb.id))
             yield TensorChange(name, "changed", ea, eb, stats)
@@ -320,14 +320,14 @@ def _tensor_changes(repo: Repository, ma: Manifest, mb: Manifest) -> Iterator[Te
 
 
 def _summary(tensors: list[TensorChange], ma: Manifest, mb: Manifest) -> TensorSummary:
-    counts = dict.fromkeys(("unchanged", "changed", "retyped", "added", "removed"), 0)
+    counts = dict.fromkeys(("unchanged", "changed", "incompatible", "added", "removed"), 0)
     for t in tensors:
         counts[t.status] += 1
     return TensorSummary(
         counts=counts,
         bytes_a=sum(entry_nbytes(e) for e in ma.tensors.values()),
         bytes_b=sum(entry_nbytes(e) for e in mb.tensors.values()),
-        bytes_differ=sum(t.nbytes for t in tensors if t.status in ("changed", "added", "retyped")),
+        bytes_differ=sum(t.nbytes for t in tensors if t.status in ("changed", "added", "incompatible")),
         bytes_removed=sum(t.nbytes for t in tensors if t.status == "removed"),
     )
 
