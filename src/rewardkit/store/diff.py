@@ -198,18 +198,18 @@ def diff_commits(repo: Repository, a: Commit | str, b: Commit | str, top_k: int 
 
     Returns:
         The comparison. Unchanged tensors (same object id) are never read; changed ones
-        are read two at a time.
+        are read (and re-hashed) two at a time.
 
     Raises:
         RefError: A ref does not name exactly one commit.
-        StoreError: A manifest or object is missing or corrupt.
+        StoreError: A manifest or an object read is missing or corrupt.
     """
     ca = repo.resolve(a) if isinstance(a, str) else a
     cb = repo.resolve(b) if isinstance(b, str) else b
     ma, mb = repo.manifest(ca), repo.manifest(cb)
     tensors = list(_tensor_changes(repo, ma, mb))
     changed = [t for t in tensors if t.stats is not None]
-    top = sorted(changed, key=lambda t: -t.stats.relative_l2)[: max(top_k, 0)]  # type: ignore[union-attr]
+    top = sorted(changed, key=_most_changed_first)[: max(top_k, 0)]
     return CommitDiff(
         a=ca,
         b=cb,
@@ -312,11 +312,18 @@ def _tensor_changes(repo: Repository, ma: Manifest, mb: Manifest) -> Iterator[Te
         elif (ea.dtype, ea.shape) != (eb.dtype, eb.shape):
             yield TensorChange(name, "incompatible", ea, eb)
         else:
-            stats = tensor_stats(repo.objects.get_tensor(ea.id), repo.objects.get_tensor(eb.id))
+            get = repo.objects.get_tensor
+            stats = tensor_stats(get(ea.id, verify=True), get(eb.id, verify=True))
             yield TensorChange(name, "changed", ea, eb, stats)
     for name, eb in mb.tensors.items():
         if name not in ma.tensors:
             yield TensorChange(name, "added", None, eb)
+
+
+def _most_changed_first(t: TensorChange) -> tuple[bool, float]:
+    """Sort key: a NaN change first (damaged weights), then by relative L2 change, largest first."""
+    relative = t.stats.relative_l2 if t.stats else 0.0
+    return (not math.isnan(relative), 0.0 if math.isnan(relative) else -relative)
 
 
 def _summary(tensors: list[TensorChange], ma: Manifest, mb: Manifest) -> TensorSummary:
