@@ -229,3 +229,26 @@ def test_zero_tensor_relative_change_reads_inf(cli, tmp_path, tiny_model_dir):
     assert code == 0 and "inf (‖A‖=0)" in out
     d = json.loads(cli("diff", "main~1", "main", "--json")[1])
     assert np.isfinite(d["summary"]["bytes_differ"])
+
+
+def test_diff_takes_tags_aliases_and_branches(cli, tmp_path, tiny_model_dir):
+    changed = shutil.copytree(tiny_model_dir, tmp_path / "changed")
+    tensors = load_file(changed / "model.safetensors")
+    tensors["classifier.weight"] = tensors["classifier.weight"] + 1
+    save_file(tensors, changed / "model.safetensors", metadata={"format": "pt"})
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "base")[0] == 0
+    assert cli("tag", "v1")[0] == 0
+    assert cli("alias", "set", "production", "v1")[0] == 0
+    assert cli("branch", "feature")[0] == 0
+    assert cli("switch", "feature")[0] == 0
+    assert cli("commit", changed, "-m", "head +1")[0] == 0
+    results = []
+    for a, b in (("v1", "feature"), ("production", "feature"), ("main", "HEAD"), ("feature~1", "feature")):
+        code, out, err = cli("diff", a, b, "--json")
+        assert code == 0, err
+        results.append(json.loads(out))
+    assert results[0]["behaviour"]["missing"].startswith("v1 (")  # names the ref as the user wrote it
+    for r in results:
+        assert r | {"behaviour": None} == results[0] | {"behaviour": None}
+    assert results[0]["top"] == ["classifier.weight"] and results[0]["summary"]["counts"]["changed"] == 1
