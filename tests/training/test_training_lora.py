@@ -1,4 +1,4 @@
-"""LoRA training (peft): only the adapter and the head train, it learns, resumes exactly, and bad settings are refused."""
+"""LoRA training (peft): only the adapter and the head train, it learns, resumes exactly; bad settings refused."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from rewardkit.training import RewardConfig, RewardTrainer
 
 def accuracy(model, pairs) -> float:
     prompts = [p.prompt for p in pairs]
-    chosen, rejected = model.score(prompts, [p.chosen for p in pairs]), model.score(prompts, [p.rejected for p in pairs])
+    chosen = model.score(prompts, [p.chosen for p in pairs])
+    rejected = model.score(prompts, [p.rejected for p in pairs])
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
 
 

@@ -40,7 +40,7 @@ def head_name(backbone: nn.Module) -> str:
 
 
 def default_targets(model_type: str) -> list[str]:
-    """peft's default LoRA target modules for a model family (``bert``: query, value; ``llama``: q_proj, v_proj).
+    """The default LoRA target modules of peft for a model family (``bert``: query, value; ``llama``: q_proj, v_proj).
 
     Raises:
         ConfigError: peft has no default for ``model_type``; the message asks for ``--lora-target``.
