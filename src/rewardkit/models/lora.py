@@ -12,8 +12,9 @@ adapter folder peft writes (``adapter_model.safetensors``, ``adapter_config.json
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -56,7 +57,7 @@ def default_targets(model_type: str) -> list[str]:
 def check_targets(backbone: nn.Module, targets: Sequence[str]) -> None:
     """Refuse target names that match no ``nn.Linear`` of ``backbone`` (a module name's last part, as peft matches).
 
-    Works on a model built on the ``meta`` device (:func:`check_targets_of_config`), so a
+    Works on a model built on the ``meta`` device (:func:`check_backbone_targets`), so a
     typo is refused before any weight loads.
 
     Raises:
@@ -70,24 +71,33 @@ def check_targets(backbone: nn.Module, targets: Sequence[str]) -> None:
                           f"{backbone.config.model_type} model; it has {', '.join(linear)}")
 
 
-def check_targets_of_config(config: Any, targets: Sequence[str] | None) -> list[str]:  # noqa: ANN401 (PretrainedConfig)
-    """The target modules for a backbone config, checked on a weightless (``meta``) model.
+def check_backbone_targets(name_or_path: str | os.PathLike | None, targets: Sequence[str] | None) -> list[str]:
+    """The LoRA target modules for a backbone folder or hub id, checked on a weightless (``meta``) copy.
+
+    Reads only the backbone's ``config.json``, so a typo in ``--lora-target`` is refused
+    before any weight loads.
 
     Args:
-        config: The backbone's ``transformers`` config.
+        name_or_path: A model folder or hub id; None means the default backbone.
         targets: The names given, or None for :func:`default_targets`.
 
     Returns:
         The target module names.
 
     Raises:
+        ModelError: The backbone's config cannot be read.
         ConfigError: As :func:`default_targets` and :func:`check_targets`.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from rewardkit.models.text import _backbone_path, _loading
+
+    path = _backbone_path(name_or_path)
+    with _loading(f"backbone {path!r}"):
+        config = AutoConfig.from_pretrained(path)
     targets = list(targets) if targets else default_targets(config.model_type)
-    with torch.device("meta"):
+    with torch.device("meta"), _loading(f"backbone {path!r}"):
         model = AutoModelForSequenceClassification.from_config(config)
     check_targets(model, targets)
     return targets

@@ -24,7 +24,11 @@ class RewardConfig:
     Each field's ``help`` is also the CLI flag's help text, so they never disagree.
     """
 
-    base_model: str | None = _f(None, "Backbone folder or hub id; default: the offline all-MiniLM-L6-v2.")
+    base_model: str | None = _f(
+        None,
+        "Model to start from: a folder, a ref of the repository (a stored version; a folder of that name wins), "
+        "or a hub id; default: the offline all-MiniLM-L6-v2.",
+    )
     max_length: int = _f(
         256,
         "Tokens per text (prompt + response). Longer pairs are kept: the prompt is trimmed from the left, "
@@ -103,7 +107,7 @@ class RewardConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{self._label(name)} must be true or false, got {getattr(self, name)!r}")
         if self.base_model is not None and not isinstance(self.base_model, str | PathLike):
-            raise ConfigError(f"{self._label('base_model')} must be a folder or hub id, got {self.base_model!r}")
+            raise ConfigError(f"{self._label('base_model')} must be a folder, ref or hub id, got {self.base_model!r}")
         try:
             check_fractions(self.split)
         except DataError as exc:
