@@ -131,10 +131,10 @@ def commit_adapter(repo: Repository, folder: str | Path, base: Commit, message: 
                          "check it out with --merged and commit that folder to use it as a base")
     tensors, files = read_adapter_dir(folder)
     config = json.loads(files[ADAPTER_CONFIG_FILE])
-    _LoraPlan.build(config, {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, repo.manifest(base))
+    plan = _LoraPlan.build(config, {n: (t.dtype, tuple(t.shape)) for n, t in tensors.items()}, repo.manifest(base))
     adapter = {"base": base.id, "peft_type": config.get("peft_type"), "r": config.get("r"),
                "lora_alpha": config.get("lora_alpha"), "target_modules": sorted(config.get("target_modules") or []),
-               "modules_to_save": sorted(set(config.get("modules_to_save") or []))}
+               "modules_to_save": sorted({name.rsplit(".", 1)[0] for name in plan.replaced})}
     return repo.commit_tensors(tensors, files, message, params=(params or {}) | {"adapter": adapter}, **meta)
 
 
