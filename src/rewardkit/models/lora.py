@@ -55,7 +55,9 @@ def default_targets(model_type: str) -> list[str]:
 
 
 def check_targets(backbone: nn.Module, targets: Sequence[str]) -> None:
-    """Refuse target names that match no ``nn.Linear`` of ``backbone`` (a module name's last part, as peft matches).
+    """Refuse target names that match no linear layer of ``backbone`` (a module name's last part, as peft matches).
+
+    Linear layers are ``nn.Linear`` and transformers' ``Conv1D`` (GPT-2's, a transposed linear).
 
     Works on a model built on the ``meta`` device (:func:`check_backbone_targets`), so a
     typo is refused before any weight loads.
@@ -64,7 +66,7 @@ def check_targets(backbone: nn.Module, targets: Sequence[str]) -> None:
         ConfigError: One of ``targets`` names no linear layer; the message lists the ones there are.
     """
     linear = sorted({name.rsplit(".", 1)[-1] for name, module in backbone.named_modules()
-                     if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in HEAD_NAMES})
+                     if _is_linear(module) and name.rsplit(".", 1)[-1] not in HEAD_NAMES})
     unknown = [t for t in targets if t not in linear]
     if unknown:
         raise ConfigError(f"--lora-target {', '.join(unknown)}: no such linear layer in this "
@@ -125,10 +127,20 @@ def add_lora(model: TextRewardModel, r: int, alpha: float | None = None,
     backbone = model.backbone
     targets = list(targets) if targets else default_targets(backbone.config.model_type)
     check_targets(backbone, targets)
+    transposed = any(_is_linear(m) and not isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in targets
+                     for name, m in backbone.named_modules())
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha if alpha is not None else 2 * r,
-                        lora_dropout=dropout, target_modules=targets, modules_to_save=[head_name(backbone)])
+                        lora_dropout=dropout, target_modules=targets, modules_to_save=[head_name(backbone)],
+                        fan_in_fan_out=transposed)
     peft_model = get_peft_model(backbone, config)
     # Kept out of the module tree: it holds the backbone's own parameters, and registering it
     # would give every parameter a second state_dict key (and break checkpoints).
     object.__setattr__(model, "peft_model", peft_model)
     return model
+
+
+def _is_linear(module: nn.Module) -> bool:
+    """``nn.Linear`` or transformers' ``Conv1D`` (GPT-2's linear layer, weights stored transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, nn.Linear | Conv1D)
