@@ -39,12 +39,12 @@ def tiny(kind: str, tokenizer, hidden: int = 16) -> TextRewardModel:
 
 
 def adapter_on(model: TextRewardModel, folder: Path, seed: int, **lora) -> TextRewardModel:
-    """Save ``model`` as the base in ``folder/base``, add LoRA with random (nonzero) factors, save it to ``folder/adapter``."""
+    """Save ``model`` to ``folder/base``, add LoRA with random (nonzero) factors, save it to ``folder/adapter``."""
     model.save(folder / "base")
     add_lora(model, **{"r": 2} | lora)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.backbone.named_parameters():
+        for p in model.backbone.parameters():
             if p.requires_grad:  # LoRA factors and the head's trainable copy
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     model.save(folder / "adapter")
