@@ -155,3 +155,19 @@ def test_lora_on_an_adapter_commit_is_refused(cli, tmp_path, tiny_model_dir):
                        "-m", "x")
     assert code == 2 and "--base-model main is a LoRA adapter" in err and "--merged" in err
     assert repo_snapshot(tmp_path / ".rewardkit") == before
+
+
+def test_full_training_from_a_commit_starts_from_its_weights(cli, tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(40))
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "start")[0] == 0
+    start = json.loads(cli("log", "--json")[1])[0]
+    code, out, err = cli("train", "--data", data, "--base-model", "main", "--max-length", "32", "--lr", "1e-12",
+                         "--output-dir", "run", "-m", "from main", "--json")
+    assert code == 0, err
+    trained = json.loads(cli("show", "main", "--json")[1])
+    assert trained["params"]["base"] == start["id"] and trained["parents"] == [start["id"]]
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    for name in before:  # the stored head too: nothing was re-initialised
+        torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=0)
