@@ -167,7 +167,8 @@ def test_full_training_from_a_commit_starts_from_its_weights(cli, tmp_path, tiny
     assert code == 0, err
     trained = json.loads(cli("show", "main", "--json")[1])
     assert trained["params"]["base"] == start["id"] and trained["parents"] == [start["id"]]
-    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(tmp_path / "run" / "model" / "model.safetensors")
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert before.keys() == after.keys()
     for name in before:  # the stored head too: nothing was re-initialised
         torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=0)
