@@ -154,6 +154,9 @@ def test_lora_on_an_adapter_commit_is_refused(cli, tmp_path, tiny_model_dir):
     code, _, err = cli("train", "--data", data, "--base-model", "main", "--lora-r", "4", "--output-dir", "run",
                        "-m", "x")
     assert code == 2 and "--base-model main is a LoRA adapter" in err and "--merged" in err
+    # an adapter folder is not a model folder: `commit` says what it is (it used to ask for save_pretrained)
+    code, _, err = cli("commit", tmp_path / "first" / "model", "-m", "adapter folder")
+    assert code == 2 and "holds a LoRA adapter (adapter_config.json), not a full model" in err
     assert repo_snapshot(tmp_path / ".rewardkit") == before
 
 
