@@ -85,3 +85,13 @@ def test_unknown_target_module_is_refused(tiny_model, make_config):
     with pytest.raises(ConfigError, match="--lora-target q_proj: no such linear layer in this bert model; it has "
                                           ".*query.*value"):
         RewardTrainer(make_config(lora_r=4, lora_target_modules=("query", "q_proj")), model=tiny_model())
+
+
+def test_disable_dropout_keeps_the_lora_dropout(tiny_model, pairs, make_config, tmp_path):
+    model = tiny_model(dropout=0.1)
+    RewardTrainer(make_config(lora_r=2, lora_dropout=0.25, disable_dropout=True, epochs=1), model=model).train(
+        pairs, tmp_path, progress=False)
+    rates = {name: m.p for name, m in model.backbone.named_modules() if isinstance(m, torch.nn.Dropout)}
+    lora = {name: p for name, p in rates.items() if ".lora_dropout." in name}
+    assert lora and set(lora.values()) == {0.25}  # used to be 0.0: --lora-dropout was silently off
+    assert {p for name, p in rates.items() if name not in lora} == {0.0}

@@ -77,7 +77,8 @@ class RewardConfig:
         "default: peft's choice for the model family.",
         flag="--lora-target",
     )
-    lora_dropout: float = _f(0.0, "Dropout on the LoRA input, in [0, 1).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input, in [0, 1); kept when --disable-dropout turns the "
+                                  "model's own dropout off.")
 
     def __post_init__(self) -> None:
         """Validate every field at the boundary, before any data or weights load.

@@ -174,8 +174,8 @@ class RewardTrainer:
         total_steps = max(1, math.ceil(total_batches / accum))
 
         if cfg.disable_dropout:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.Dropout):
+            for name, module in self.model.named_modules():
+                if isinstance(module, torch.nn.Dropout) and ".lora_dropout." not in name:  # --lora-dropout stays
                     module.p = 0.0
                 # Llama, Mistral and Qwen attention keep their dropout as a rate, not a layer
                 if isinstance(getattr(module, "attention_dropout", None), float):
