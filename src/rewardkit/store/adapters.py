@@ -251,9 +251,14 @@ def effective_tensor_ids(repo: Repository, commit: Commit) -> dict[str, str | No
     if not is_adapter(commit):
         return {n: e.id for n, e in repo.manifest(commit).tensors.items()}
     manifest, plan, base = _plan(repo, commit)
-    return {name: (None if name in plan.deltas else
-                   manifest.tensors[plan.replaced[name]].id if name in plan.replaced else entry.id)
-            for name, entry in base.tensors.items()}
+    ids: dict[str, str | None] = {}
+    for name, entry in base.tensors.items():
+        head = manifest.tensors.get(plan.replaced.get(name, ""))
+        if head is not None:  # stored as is, unless apply() has to cast it to the base's dtype
+            ids[name] = head.id if head.dtype == entry.dtype else None
+        else:
+            ids[name] = None if name in plan.deltas else entry.id
+    return ids
 
 
 def effective_tensors(repo: Repository, commit: Commit, *, verify: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
