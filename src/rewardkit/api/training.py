@@ -76,6 +76,14 @@ def train(
     weights are loaded, so a data error comes back in about the time Python takes to start;
     a chat template needs only the tokenizer.
 
+    ``config.base_model`` may name a commit of the repository (when no folder has that
+    name): training starts from its weights and the commit records it in ``params["base"]``.
+    With ``config.lora_r`` a LoRA adapter is trained; the starting model is saved to
+    ``<output_dir>/base`` and the adapter to ``<output_dir>/model``, and the commit is an
+    adapter commit (:mod:`rewardkit.store.adapters`) on that base commit, or, when the base
+    is a folder or hub id, on a commit of the starting model made first on the same branch
+    (``LoRA base: <name>``; it stays if the adapter commit is then refused).
+
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
