@@ -75,8 +75,8 @@ def test_lora_commit_checkout_adapter_and_merged_eval(cli, tmp_path, family):
     # 2 targets x (lora_A, lora_B) per layer, plus the head's weight (and BERT's head bias)
     assert shown["tensors"] == 4 * n_layers + (2 if name == "bert" else 1)
     assert "adapter_config.json" in shown["files"] and "config.json" not in shown["files"]
-    code, out, _ = cli("log")
-    assert f"LoRA r=4 on {base['id'][:10]}" in out
+    assert "[LoRA r=4]" in cli("log")[1]
+    assert f"LoRA r=4 on base {base['id'][:10]}" in cli("show", "main")[1]
 
     # the trained model, as the run folder holds it: the adapter beside its base
     trained = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "base"),

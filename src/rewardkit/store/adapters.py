@@ -59,19 +59,6 @@ def is_adapter(commit: Commit) -> bool:
     return isinstance((commit.params or {}).get("adapter"), dict)
 
 
-def base_id(commit: Commit) -> str | None:
-    """Id of the base commit an adapter commit needs, or None for a full model.
-
-    The base need not be an ancestor of the adapter (``train --base-model REF`` can name a
-    commit of another branch), so whatever walks history for reachability (gc, fsck, push)
-    must follow this link as it follows parents.
-    """
-    if not is_adapter(commit):
-        return None
-    base = commit.params["adapter"].get("base")
-    return base if isinstance(base, str) else ""
-
-
 def base_of(repo: Repository, commit: Commit) -> Commit:
     """The base commit an adapter commit applies to.
 
@@ -80,7 +67,7 @@ def base_of(repo: Repository, commit: Commit) -> Commit:
     """
     if not is_adapter(commit):
         raise StoreError(f"commit {commit.id[:10]} is a full model, not a LoRA adapter")
-    base = base_id(commit)
+    base = next(iter(commit.base_commits()), None)  # params["adapter"]["base"]; gc keeps it reachable
     if not base or not repo.commits.has(base):
         raise StoreError(f"adapter commit {commit.id[:10]} names base commit {str(base)[:10]}, which is not in "
                          "the repository; restore it from a backup or a remote")
