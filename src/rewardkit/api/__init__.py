@@ -16,13 +16,14 @@ from rewardkit.lazy import lazy_exports
 if TYPE_CHECKING:
     from rewardkit.api.diff import ModelDiff, diff
     from rewardkit.api.evaluation import evaluate, score, score_data
-    from rewardkit.api.models import ModelSource, commit, load_model, open_model
+    from rewardkit.api.models import ModelSource, checkout, commit, load_model, open_model
     from rewardkit.api.training import TrainRun, train
 
 __all__ = [
     "ModelDiff",
     "ModelSource",
     "TrainRun",
+    "checkout",
     "commit",
     "diff",
     "evaluate",
@@ -35,6 +36,6 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(("ModelDiff", "diff"), "rewardkit.api.diff"),
     **dict.fromkeys(("evaluate", "score", "score_data"), "rewardkit.api.evaluation"),
-    **dict.fromkeys(("ModelSource", "commit", "load_model", "open_model"), "rewardkit.api.models"),
+    **dict.fromkeys(("ModelSource", "checkout", "commit", "load_model", "open_model"), "rewardkit.api.models"),
     **dict.fromkeys(("TrainRun", "train"), "rewardkit.api.training"),
 })
