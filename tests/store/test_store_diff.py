@@ -162,3 +162,55 @@ def test_a_nan_change_ranks_first(repo):
     b = {"big": torch.ones(2) * 5, "nan": torch.tensor([1.0, float("nan")])}
     d = diff_commits(repo, _commit(repo, a), _commit(repo, b))
     assert [t.name for t in d.top] == ["nan", "big"]
+
+
+def _tiny_adapter(folder, seed):
+    """A tiny BERT saved to ``folder/base`` and, with random LoRA factors and head, to ``folder/adapter``."""
+    import transformers
+
+    from rewardkit.models import TextRewardModel, default_backbone
+    from rewardkit.models.lora import add_lora
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_backbone())
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, num_labels=1, hidden_size=16,
+                                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                     pad_token_id=tokenizer.pad_token_id)
+    model = TextRewardModel(transformers.BertForSequenceClassification(config), tokenizer)
+    model.save(folder / "base")
+    add_lora(model, r=2)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    model.save(folder / "adapter")
+
+
+def test_an_adapter_diffs_as_the_model_it_means(repo, tmp_path):
+    from rewardkit.store.adapters import commit_adapter, effective_tensors
+
+    _tiny_adapter(tmp_path / "one", seed=1)
+    _tiny_adapter(tmp_path / "two", seed=2)
+    base = repo.commit_dir(tmp_path / "one" / "base", "base")
+    one = commit_adapter(repo, tmp_path / "one" / "adapter", base, "adapter 1")
+    two = commit_adapter(repo, tmp_path / "two" / "adapter", base, "adapter 2")
+    base_tensors, merged = repo.load_tensors(base.id), dict(effective_tensors(repo, one))
+
+    d = diff_commits(repo, base, one)
+    changed = {n for n in merged if not torch.equal(merged[n], base_tensors[n])}
+    assert {t.name for t in d.tensors if t.status == "changed"} == changed
+    assert {n.split(".")[-2] for n in changed} == {"query", "value", "classifier"}
+    assert d.summary.counts == {"unchanged": len(merged) - len(changed), "changed": len(changed), "incompatible": 0,
+                                "added": 0, "removed": 0}
+    for t in d.tensors:
+        if t.status == "changed":
+            expected = tensor_stats(base_tensors[t.name], merged[t.name])
+            assert t.stats == expected
+            assert t.b.id is None or t.name.startswith("classifier")  # LoRA targets are computed
+    assert d.files == {} and d.model_config == []  # the adapter means the base's config and tokenizer
+
+    same = diff_commits(repo, one, one)
+    assert same.summary.counts["changed"] == 0 and same.summary.counts["unchanged"] == len(merged)
+    other = diff_commits(repo, one, two)
+    assert {t.name for t in other.tensors if t.status == "changed"} == changed

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from rewardkit.store.manifest import Manifest, TensorEntry
+from rewardkit.store.adapters import (
+    ADAPTER_CONFIG_FILE,
+    base_of,
+    effective_tensor_ids,
+    effective_tensors,
+    is_adapter,
+)
+from rewardkit.store.manifest import TensorEntry
 from rewardkit.store.objects import torch_dtype
 
 if TYPE_CHECKING:
@@ -96,23 +103,40 @@ class TensorStats:
 
 
 @dataclass(frozen=True)
+class TensorSide:
+    """One tensor of the model a commit means.
+
+    Attributes:
+        id: Object id; ``None`` for a tensor an adapter commit computes (a LoRA target,
+            ``W + alpha/r · B @ A``), which has no object of its own.
+        dtype: Safetensors dtype name, e.g. ``"F32"``.
+        shape: Tensor shape.
+    """
+
+    id: str | None
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class TensorChange:
     """One tensor name of either commit.
 
     Attributes:
         name: Tensor name as in ``model.safetensors``.
-        status: ``unchanged`` (same object id), ``changed`` (same dtype and shape, other
-            bytes), ``added`` (only in B), ``removed`` (only in A), ``incompatible`` (dtype or
-            shape differ, so no element-wise statistics).
-        a: A's entry (dtype, shape, object id), ``None`` if added.
+        status: ``unchanged`` (same object id, or equal values of a computed tensor),
+            ``changed`` (same dtype and shape, other values), ``added`` (only in B),
+            ``removed`` (only in A), ``incompatible`` (dtype or shape differ, so no
+            element-wise statistics).
+        a: A's dtype, shape and object id, ``None`` if added.
         b: B's entry, ``None`` if removed.
         stats: Statistics of a ``changed`` tensor, else ``None``.
     """
 
     name: str
     status: TensorStatus
-    a: TensorEntry | None
-    b: TensorEntry | None
+    a: TensorSide | None
+    b: TensorSide | None
     stats: TensorStats | None = None
 
     @property
@@ -196,6 +220,12 @@ def diff_commits(repo: Repository, a: Commit | str, b: Commit | str, top_k: int 
         b: The new side.
         top_k: How many changed tensors to rank by relative L2 change.
 
+    A LoRA adapter commit is compared as the model it means (:mod:`rewardkit.store.adapters`):
+    its base's tensors with the LoRA targets merged and the head replaced, and its base's
+    files overlaid by its own, so an adapter diffs against its base, a full fine-tune or
+    another adapter tensor by tensor. Its effective tensors are computed one at a time, in
+    its base's order (every base tensor is read once).
+
     Returns:
         The comparison. Unchanged tensors (same object id) are never read; changed ones
         are read (and re-hashed) two at a time.
@@ -206,7 +236,7 @@ def diff_commits(repo: Repository, a: Commit | str, b: Commit | str, top_k: int 
     """
     ca = repo.resolve(a) if isinstance(a, str) else a
     cb = repo.resolve(b) if isinstance(b, str) else b
-    ma, mb = repo.manifest(ca), repo.manifest(cb)
+    ma, mb = _model(repo, ca), _model(repo, cb)
     tensors = list(_tensor_changes(repo, ma, mb))
     changed = [t for t in tensors if t.stats is not None]
     top = sorted(changed, key=_most_changed_first)[: max(top_k, 0)]
@@ -277,7 +307,7 @@ def metric_rows(a: Mapping[str, Any], b: Mapping[str, Any] | None = None) -> lis
     return rows
 
 
-def entry_nbytes(entry: TensorEntry) -> int:
+def entry_nbytes(entry: TensorEntry | TensorSide) -> int:
     """Raw size of a manifest's tensor in bytes (elements × element size)."""
     return math.prod(entry.shape) * torch_dtype(entry.dtype).itemsize
 
@@ -302,19 +332,66 @@ def value_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[ValueChang
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _tensor_changes(repo: Repository, ma: Manifest, mb: Manifest) -> Iterator[TensorChange]:
+@dataclass(frozen=True)
+class _Model:
+    """A commit as the model it means: its (effective) tensors and files."""
+
+    commit: Commit
+    tensors: dict[str, TensorSide]
+    files: dict[str, str]
+
+
+def _model(repo: Repository, commit: Commit) -> _Model:
+    manifest = repo.manifest(commit)
+    if not is_adapter(commit):
+        tensors = {n: TensorSide(e.id, e.dtype, e.shape) for n, e in manifest.tensors.items()}
+        return _Model(commit, tensors, manifest.files)
+    base = repo.manifest(base_of(repo, commit))
+    ids = effective_tensor_ids(repo, commit)
+    tensors = {n: TensorSide(ids[n], e.dtype, e.shape) for n, e in base.tensors.items()}
+    own = {n: i for n, i in manifest.files.items() if n != ADAPTER_CONFIG_FILE}  # as adapters.model_files
+    return _Model(commit, tensors, base.files | own)
+
+
+def _read_in_order(repo: Repository, model: _Model, names: list[str]) -> Iterator[torch.Tensor]:
+    """The tensors ``names`` of ``model``, in that order, each read (and re-hashed) when asked for.
+
+    An adapter's effective tensors come in its base's order; one asked for later is kept
+    until then (none when ``names`` follows that order, as diff's does).
+    """
+    if not is_adapter(model.commit):
+        for name in names:
+            yield repo.objects.get_tensor(model.tensors[name].id or "", verify=True)
+        return
+    wanted, early = set(names), {}
+    effective = effective_tensors(repo, model.commit)
+    for name in names:
+        while name not in early:
+            got, tensor = next(effective)
+            if got in wanted:
+                early[got] = tensor
+        yield early.pop(name)
+
+
+def _tensor_changes(repo: Repository, ma: _Model, mb: _Model) -> Iterator[TensorChange]:
+    def read(a: TensorSide, b: TensorSide | None) -> bool:
+        same_kind = b is not None and (a.dtype, a.shape) == (b.dtype, b.shape)
+        return same_kind and (a.id is None or a.id != b.id)  # type: ignore[union-attr]
+
+    names = [n for n, ea in ma.tensors.items() if read(ea, mb.tensors.get(n))]
+    pairs = zip(_read_in_order(repo, ma, names), _read_in_order(repo, mb, names), strict=True)
     for name, ea in ma.tensors.items():
         eb = mb.tensors.get(name)
         if eb is None:
             yield TensorChange(name, "removed", ea, None)
-        elif ea.id == eb.id:
-            yield TensorChange(name, "unchanged", ea, eb)
         elif (ea.dtype, ea.shape) != (eb.dtype, eb.shape):
             yield TensorChange(name, "incompatible", ea, eb)
+        elif not read(ea, eb):
+            yield TensorChange(name, "unchanged", ea, eb)
         else:
-            get = repo.objects.get_tensor
-            stats = tensor_stats(get(ea.id, verify=True), get(eb.id, verify=True))
-            yield TensorChange(name, "changed", ea, eb, stats)
+            stats = tensor_stats(*next(pairs))
+            same = stats.norm_diff == 0 and stats.max_abs_diff == 0  # two computed tensors may be equal
+            yield TensorChange(name, "unchanged" if same else "changed", ea, eb, None if same else stats)
     for name, eb in mb.tensors.items():
         if name not in ma.tensors:
             yield TensorChange(name, "added", None, eb)
@@ -326,7 +403,7 @@ def _most_changed_first(t: TensorChange) -> tuple[bool, float]:
     return (not math.isnan(relative), 0.0 if math.isnan(relative) else -relative)
 
 
-def _summary(tensors: list[TensorChange], ma: Manifest, mb: Manifest) -> TensorSummary:
+def _summary(tensors: list[TensorChange], ma: _Model, mb: _Model) -> TensorSummary:
     counts = dict.fromkeys(("unchanged", "changed", "incompatible", "added", "removed"), 0)
     for t in tensors:
         counts[t.status] += 1
@@ -348,7 +425,7 @@ def _params_diff(a: Commit, b: Commit) -> list[ValueChange]:
     return value_changes(flat(a), flat(b))
 
 
-def _model_config_diff(repo: Repository, ma: Manifest, mb: Manifest) -> list[ValueChange]:
+def _model_config_diff(repo: Repository, ma: _Model, mb: _Model) -> list[ValueChange]:
     ia, ib = ma.files.get(MODEL_CONFIG_FILE), mb.files.get(MODEL_CONFIG_FILE)
     if ia == ib:
         return []
@@ -365,7 +442,7 @@ def _json_file(repo: Repository, id: str | None) -> dict[str, Any]:
     return flatten(value) if isinstance(value, dict) else {}
 
 
-def _files_diff(ma: Manifest, mb: Manifest) -> dict[str, str]:
+def _files_diff(ma: _Model, mb: _Model) -> dict[str, str]:
     out = {}
     for name in sorted(set(ma.files) | set(mb.files)):
         ia, ib = ma.files.get(name), mb.files.get(name)
