@@ -10,10 +10,11 @@ import numpy as np
 
 from rewardkit.api.checks import DataSource, source_names
 from rewardkit.api.models import open_model
-from rewardkit.data import chat_template_renderer, load_pairs
+from rewardkit.data import PreferencePair, chat_template_renderer, load_pairs
 from rewardkit.errors import DataError
 from rewardkit.evaluation import reward_table
 from rewardkit.evaluation.agreement import Agreement, agreement
+from rewardkit.models import TextRewardModel
 from rewardkit.store import Commit, Repository
 from rewardkit.store.diff import CommitDiff, diff_commits, json_ready
 from rewardkit.store.probe import load_probe, probe_param
@@ -104,7 +105,8 @@ def diff(
     return ModelDiff(store, _compare(names, rewards[0], rewards[1], lengths))
 
 
-def _compare(source: str, rewards_a: np.ndarray, rewards_b: np.ndarray, lengths: Any) -> Behaviour:
+def _compare(source: str, rewards_a: np.ndarray, rewards_b: np.ndarray, lengths: np.ndarray | list[list[int]]
+             ) -> Behaviour:
     """:func:`agreement` as a :class:`Behaviour`; non-finite rewards become its ``missing`` reason."""
     try:
         result = agreement(rewards_a, rewards_b, lengths)
@@ -113,8 +115,8 @@ def _compare(source: str, rewards_a: np.ndarray, rewards_b: np.ndarray, lengths:
     return Behaviour(source, result.n_pairs, result)
 
 
-def _rewards(model: Any, pairs: Sequence[Any]) -> np.ndarray:
-    """``(n, 2)`` rewards of ``pairs`` (chosen, rejected), each distinct text scored once."""
+def _rewards(model: TextRewardModel, pairs: Sequence[PreferencePair]) -> np.ndarray:
+    """``(n, 2)`` float64 rewards of ``pairs`` (columns chosen, rejected), each distinct text scored once."""
     reward_of = reward_table(model, pairs, max_length=model.max_length)
     return np.array([[reward_of[(p.prompt, p.chosen)], reward_of[(p.prompt, p.rejected)]] for p in pairs])
 
