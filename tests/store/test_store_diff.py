@@ -214,3 +214,23 @@ def test_an_adapter_diffs_as_the_model_it_means(repo, tmp_path):
     assert same.summary.counts["changed"] == 0 and same.summary.counts["unchanged"] == len(merged)
     other = diff_commits(repo, one, two)
     assert {t.name for t in other.tensors if t.status == "changed"} == changed
+
+
+def test_at_most_two_tensors_are_in_memory_at_once(repo, monkeypatch):
+    import weakref
+
+    ca = _commit(repo, {f"t{i}": torch.full((64,), float(i)) for i in range(6)})
+    cb = _commit(repo, {f"t{i}": torch.full((64,), float(i) + 1) for i in range(6)})
+    alive, most = [], []
+    real = repo.objects.get_tensor
+
+    def spy(id, **kw):
+        most.append(sum(ref() is not None for ref in alive))  # tensors still held when the next is read
+        tensor = real(id, **kw)
+        alive.append(weakref.ref(tensor))
+        return tensor
+
+    monkeypatch.setattr(repo.objects, "get_tensor", spy)
+    d = diff_commits(repo, ca, cb)
+    assert d.summary.counts["changed"] == 6 and len(most) == 12
+    assert max(most) == 1  # A's tensor while B's is read; both dropped before the next pair

@@ -379,7 +379,8 @@ def _tensor_changes(repo: Repository, ma: _Model, mb: _Model) -> Iterator[Tensor
         return same_kind and (a.id is None or a.id != b.id)  # type: ignore[union-attr]
 
     names = [n for n, ea in ma.tensors.items() if read(ea, mb.tensors.get(n))]
-    pairs = zip(_read_in_order(repo, ma, names), _read_in_order(repo, mb, names), strict=True)
+    # two generators, not zip(): zip keeps its last tuple, a third tensor in memory at each read
+    from_a, from_b = _read_in_order(repo, ma, names), _read_in_order(repo, mb, names)
     for name, ea in ma.tensors.items():
         eb = mb.tensors.get(name)
         if eb is None:
@@ -389,7 +390,7 @@ def _tensor_changes(repo: Repository, ma: _Model, mb: _Model) -> Iterator[Tensor
         elif not read(ea, eb):
             yield TensorChange(name, "unchanged", ea, eb)
         else:
-            stats = tensor_stats(*next(pairs))
+            stats = tensor_stats(next(from_a), next(from_b))
             same = stats.norm_diff == 0 and stats.max_abs_diff == 0  # two computed tensors may be equal
             yield TensorChange(name, "unchanged" if same else "changed", ea, eb, None if same else stats)
     for name, eb in mb.tensors.items():
