@@ -4,7 +4,8 @@ Nothing here loads a model. Tensors are compared from the objects, two at a time
 tensor whose object id is the same in both commits is unchanged and never read (ids are
 hashes of the bytes); a changed one is read from each side, its statistics are computed in
 float64 chunk by chunk, and both are dropped before the next, so memory stays bounded by
-the largest tensor pair whatever the size of the model.
+the largest tensor pair whatever the size of the model. A LoRA adapter commit is compared
+as the model it means (its base with the adapter merged, see :mod:`rewardkit.store.adapters`).
 """
 
 from __future__ import annotations
