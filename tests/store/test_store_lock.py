@@ -89,6 +89,18 @@ def test_a_lock_not_refreshed_for_its_lease_is_taken_over(tmp_path: Path) -> Non
         assert lock.held()
 
 
+def test_a_lock_file_left_empty_by_a_killed_holder_does_not_wait_out_the_lease(tmp_path: Path) -> None:
+    """SIGKILL between creating the lock file and writing who holds it: no pid to check, but no 30 s wait."""
+    path = tmp_path / ".lock"
+    path.write_text("")
+    old = time.time() - 3
+    os.utime(path, (old, old))
+    start = time.monotonic()
+    with FileLock(path, "test") as lock:  # default lease: 30 s
+        assert lock.held()
+    assert time.monotonic() - start < 2
+
+
 @posix_only
 def test_a_stopped_holder_loses_the_lock_after_its_lease_and_knows_it(tmp_path: Path) -> None:
     path = tmp_path / ".lock"

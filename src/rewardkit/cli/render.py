@@ -23,6 +23,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rewardkit.evaluation import EvalReport
     from rewardkit.store import Commit
+    from rewardkit.store.fsck import FsckReport
+    from rewardkit.store.gc import GcReport
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -134,3 +136,49 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     if config:
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
     return table
+
+
+# -- fsck and gc (cli/maintenance.py) ---------------------------------------------------------
+
+
+def fsck_table(report: FsckReport) -> Table:
+    """One row per finding (errors first), and a caption with what was checked and the verdict."""
+    table = Table(title=f"fsck {report.path}", title_justify="left")
+    for col in ("", "problem", "item", "name", "detail"):
+        table.add_column(col)
+    for f in report.findings:
+        table.add_row(Text("error", style="bold red") if f.error else "info", f.problem, f.item, f.name, f.detail)
+    errors = len(report.errors)
+    verdict = f"{errors} error(s): the repository is damaged" if errors else "ok: nothing is wrong"
+    infos = len(report.findings) - errors
+    table.caption = (f"{report.objects} objects re-hashed, {report.commits} commits, {report.refs} refs, "
+                     f"{report.reflog_entries} reflog entries checked; {verdict}"
+                     + (f" ({infos} for information only)" if infos else ""))
+    return table
+
+
+def _size(n: int) -> str:
+    """``n`` bytes as ``512 B``, ``1.5 KiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+def gc_summary(report: GcReport) -> Text:
+    """What gc removed (or would remove), and what it kept."""
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [
+        f"gc {verb} {len(report.removed_objects)} objects ({_size(report.bytes_freed)}), "
+        f"{len(report.removed_commits)} unreachable commits and {len(report.removed_temp_files)} temp files",
+        f"kept {report.kept_objects} objects of {report.reachable_commits} reachable commits, and "
+        f"{report.young_objects} unreachable objects younger than the grace period ({report.grace_s:g} s)",
+    ]
+    lines += [f"  {verb} object {id}" for id in report.removed_objects]
+    lines += [f"  {verb} commit {id}" for id in report.removed_commits]
+    lines += [f"  {verb} temp file {path}" for path in report.removed_temp_files]
+    return Text("\n".join(lines))

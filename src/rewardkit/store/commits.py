@@ -167,3 +167,8 @@ class CommitStore:
     def _has(conn: Connection, id: str) -> bool:
         query = select(commits_table.c.id).where(commits_table.c.id == id)
         return conn.execute(query).first() is not None
+
+    def all(self) -> list[Commit]:
+        """Return every commit, in no particular order (fsck and gc read them all)."""
+        with self.engine.connect() as c:
+            return [Commit(**row) for row in c.execute(select(commits_table)).mappings()]
