@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import console, fsck_table, gc_summary, print_json
+from rewardkit.cli.render import console, fsck_summary, gc_summary, print_json
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -42,7 +42,7 @@ def fsck(as_json: JsonOption = False, repo: RepoOption = None) -> int:
     if as_json:
         print_json(report.to_dict())
     else:
-        console.print(fsck_table(report))
+        console.print(fsck_summary(report), soft_wrap=True)
     return 0 if report.ok else 1
 
 
@@ -63,4 +63,4 @@ def gc(
     if as_json:
         print_json(report.to_dict())
     else:
-        console.print(gc_summary(report))
+        console.print(gc_summary(report), soft_wrap=True)

@@ -141,20 +141,17 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
 # -- fsck and gc (cli/maintenance.py) ---------------------------------------------------------
 
 
-def fsck_table(report: FsckReport) -> Table:
-    """One row per finding (errors first), and a caption with what was checked and the verdict."""
-    table = Table(title=f"fsck {report.path}", title_justify="left")
-    for col in ("", "problem", "item", "name", "detail"):
-        table.add_column(col)
-    for f in report.findings:
-        table.add_row(Text("error", style="bold red") if f.error else "info", f.problem, f.item, f.name, f.detail)
+def fsck_summary(report: FsckReport) -> Text:
+    """One line per finding, errors first (``error:`` or ``info:``), then what was checked and the verdict."""
+    lines = [Text(f"{'error' if f.error else 'info'}: {f.detail}",
+                  style="bold red" if f.error else "") for f in report.findings]
     errors = len(report.errors)
     verdict = f"{errors} error(s): the repository is damaged" if errors else "ok: nothing is wrong"
     infos = len(report.findings) - errors
-    table.caption = (f"{report.objects} objects re-hashed, {report.commits} commits, {report.refs} refs, "
-                     f"{report.reflog_entries} reflog entries checked; {verdict}"
-                     + (f" ({infos} for information only)" if infos else ""))
-    return table
+    lines.append(Text(f"fsck {report.path}: {report.objects} objects re-hashed, {report.commits} commits, "
+                      f"{report.refs} refs, {report.reflog_entries} reflog entries checked; {verdict}"
+                      + (f" ({infos} for information only)" if infos else ""), style="bold"))
+    return Text("\n").join(lines)
 
 
 def _size(n: int) -> str:

@@ -48,7 +48,7 @@ class Finding:
         item: What kind of thing: ``"object"``, ``"manifest"``, ``"commit"``, ``"ref"``,
             ``"reflog"``, ``"temp file"`` or ``"database"``.
         name: Its name: object or commit id, full ref name, file path.
-        detail: One line: what is wrong, and what refers to it.
+        detail: One line naming the item: what is wrong, and what refers to it.
         error: True if the repository is wrong; False for information (dangling items,
             young temp files).
     """
@@ -182,12 +182,13 @@ class _Checker:
                 old = tmp.stat().st_mtime < cutoff
             except FileNotFoundError:  # renamed into place meanwhile
                 continue
+            name = str(tmp.relative_to(self.path))
             if old:
-                detail = "left by a killed writer; `rewardkit gc` removes it"
+                detail = f"temp file {name} was left by a killed writer; `rewardkit gc` removes it"
             else:
-                detail = (f"younger than {TMP_GRACE_S:.0f} s: a write in progress, or a killed one's, which the "
-                          "next write or `rewardkit gc` removes (information, not an error)")
-            self.add("leftover", "temp file", str(tmp.relative_to(self.path)), detail, error=old)
+                detail = (f"temp file {name} is younger than {TMP_GRACE_S:.0f} s: a write in progress, or a killed "
+                          "one's, which the next write or `rewardkit gc` removes (information, not an error)")
+            self.add("leftover", "temp file", name, detail, error=old)
 
     # -- history ---------------------------------------------------------------------------
 
@@ -208,11 +209,11 @@ class _Checker:
             self.check_commit_objects(c, checked_manifests)
         reachable = _reachable(commits, roots)
         for id in sorted(commits.keys() - reachable):
-            self.add("dangling", "commit", id, f"commit {id} is reachable from no ref, tag, alias or reflog entry; "
+            self.add("dangling", "commit", id, f"dangling commit {id}: no ref, tag, alias or reflog entry reaches it; "
                      "`rewardkit gc` removes it (information, not an error)", error=False)
         used = self.used_objects(commits[id] for id in reachable)
         for id in sorted(self.present - used - self.corrupt):
-            self.add("dangling", "object", id, f"object {id} is used by no reachable commit (e.g. a killed commit's); "
+            self.add("dangling", "object", id, f"dangling object {id}: no reachable commit uses it (e.g. a killed commit's); "
                      "`rewardkit gc` removes it after the grace period (information, not an error)", error=False)
 
     def check_database(self, repo: Repository) -> None:
