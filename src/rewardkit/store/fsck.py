@@ -213,8 +213,9 @@ class _Checker:
                      "`rewardkit gc` removes it (information, not an error)", error=False)
         used = self.used_objects(commits[id] for id in reachable)
         for id in sorted(self.present - used - self.corrupt):
-            self.add("dangling", "object", id, f"dangling object {id}: no reachable commit uses it (e.g. a killed commit's); "
-                     "`rewardkit gc` removes it after the grace period (information, not an error)", error=False)
+            self.add("dangling", "object", id,
+                     f"dangling object {id}: no reachable commit uses it (e.g. a killed commit's); `rewardkit gc` "
+                     "removes it after the grace period (information, not an error)", error=False)
 
     def check_database(self, repo: Repository) -> None:
         """On SQLite, run ``PRAGMA quick_check`` (pages, indexes) and report what it says."""
