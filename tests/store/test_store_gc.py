@@ -64,7 +64,7 @@ def test_what_only_the_reflog_reaches_is_kept(repo: Repository, tiny_tensors) ->
     """A branch moved back (a reset) leaves its old commit in the reflog: gc keeps it, checkout still works."""
     first = repo.commit_tensors(tiny_tensors(0), {}, "first")
     second = repo.commit_tensors(tiny_tensors(1), {}, "second")
-    repo.refs.set_ref("main", first.id, second.id, "reset: moving to first")
+    repo.reset(first.id)
     _age_all(repo, 3 * HOUR)
     assert gc(repo).removed_objects == []
     assert torch.equal(repo.load_tensors(second.id)["embed.weight"], tiny_tensors(1)["embed.weight"])
@@ -75,7 +75,7 @@ def test_an_unreachable_commit_and_its_objects_are_removed_after_the_grace_perio
 ) -> None:
     first = repo.commit_tensors(tiny_tensors(0), {}, "first")
     second = repo.commit_tensors(tiny_tensors(1), {}, "second")
-    repo.refs.set_ref("main", first.id, second.id, "reset")
+    repo.reset(first.id)
     with transaction(repo.engine) as conn:  # the reflog forgets second (as an expired reflog would)
         conn.execute(delete(reflog_table).where(reflog_table.c.new == second.id))
         conn.execute(delete(reflog_table).where(reflog_table.c.old == second.id))
@@ -153,3 +153,33 @@ def test_gc_waits_for_the_object_store_lock(repo: Repository, tiny_tensors) -> N
 def test_gc_refuses_a_negative_grace_period(repo: Repository) -> None:
     with pytest.raises(StoreError, match="non-negative"):
         gc(repo, grace_s=-1)
+
+
+def test_what_only_a_deleted_branch_tag_or_alias_reached_is_kept(repo: Repository, tiny_tensors) -> None:
+    repo.commit_tensors(tiny_tensors(0), {}, "first")
+    repo.create_branch("exp")
+    on_exp = repo.commit_tensors(tiny_tensors(1), {}, "on exp", branch="exp")
+    repo.create_tag("v1", on_exp.id)
+    repo.set_alias("production", on_exp.id)
+    repo.delete_branch("exp")
+    _age_all(repo, 3 * HOUR)
+    assert gc(repo, grace_s=0).removed_objects == []  # the tag and the alias reach it
+    repo.remove_alias("production")
+    assert gc(repo, grace_s=0).removed_objects == []  # and the reflog still does
+    assert torch.equal(repo.load_tensors(on_exp.id)["embed.weight"], tiny_tensors(1)["embed.weight"])
+
+
+def test_an_adapter_commit_keeps_its_base(repo: Repository, tiny_tensors) -> None:
+    """A LoRA commit needs its base commit's tensors (params["adapter"]["base"]), even when nothing else reaches it."""
+    base = repo.commit_tensors(tiny_tensors(0), {}, "base", branch="base")
+    adapter = repo.commit_tensors({"lora_A": torch.ones(2, 4)}, {}, "adapter", branch="lora",
+                                  params={"adapter": {"base": base.id}})
+    repo.switch("lora")
+    repo.delete_branch("base")
+    with transaction(repo.engine) as conn:  # and the reflog forgot it
+        conn.execute(delete(reflog_table).where(reflog_table.c.ref == "refs/heads/base"))
+    _age_all(repo, 3 * HOUR)
+    report = gc(repo, grace_s=0)
+    assert report.removed_objects == [] and report.removed_commits == []
+    assert repo.commits.has(base.id) and repo.load_tensors(base.id)
+    assert fsck(repo).findings == [] and adapter.base_commits() == [base.id]

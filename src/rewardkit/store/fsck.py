@@ -6,8 +6,9 @@ What is checked, and what counts as wrong (an *error*; ``rewardkit fsck`` exits 
   that does not hash to its id, or has a bad header or size, is **corrupt**; an object
   another object needs (:meth:`ObjectStore.dependencies`, a delta base) is **missing** if absent;
 * every commit hashes to its id (:func:`~rewardkit.store.commits.commit_id`), its parents
-  exist, and every object it refers to (:meth:`Commit.object_ids`, the manifest's tensors
-  and files) exists; every manifest loads (:meth:`Manifest.load`: structure, dtypes, shapes);
+  and adapter base (:meth:`Commit.base_commits`) exist, and every object it refers to
+  (:meth:`Commit.object_ids`, the manifest's tensors and files) exists; every manifest
+  loads (:meth:`Manifest.load`: structure, dtypes, shapes);
 * every ref (branch, tag, alias) and every reflog entry's old and new commit exists;
 * the metadata database can be read (and on SQLite passes ``PRAGMA quick_check``);
 * ``.tmp-*`` files older than :data:`~rewardkit.store.objects.TMP_GRACE_S` are leftovers of
@@ -203,6 +204,9 @@ class _Checker:
             for parent in c.parents:
                 if parent not in commits:
                     self.add("missing", "commit", parent, f"commit {parent} is missing (parent of {c.id})")
+            for base in c.base_commits():
+                if base not in commits:
+                    self.add("missing", "commit", base, f"commit {base} is missing (adapter base of {c.id})")
         roots = self.check_refs(repo, commits)
         checked_manifests: set[str] = set()
         for c in commits.values():
@@ -279,7 +283,7 @@ class _Checker:
 
 
 def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
-    """Commit ids reachable from ``roots`` through all parents, skipping missing ones.
+    """Commit ids reachable from ``roots`` through all parents and adapter bases, skipping missing ones.
 
     fsck walks its own in-memory copy rather than :meth:`Repository.walk`, which stops at
     the first missing parent: a damaged history is exactly what fsck must get through.
@@ -290,5 +294,5 @@ def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
         id = todo.pop()
         if id not in seen:
             seen.add(id)
-            todo.extend(p for p in commits[id].parents if p in commits)
+            todo.extend(p for p in [*commits[id].parents, *commits[id].base_commits()] if p in commits)
     return seen

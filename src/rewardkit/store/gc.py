@@ -1,8 +1,9 @@
 """Garbage collection: remove what no ref, tag, alias or reflog entry reaches (``rewardkit gc``).
 
-Reachable commits are every commit :meth:`Repository.walk` reaches, through all parents,
-from every ref (:meth:`Repository.all_refs`: branches, tags, aliases) and from the old
-and new commit of every reflog entry, so nothing a reset, a branch deletion or an alias
+Reachable commits are every commit :meth:`Repository.walk` reaches, through all parents
+and adapter bases (``lineage=True``: a LoRA commit needs its base's tensors), from every
+ref (:meth:`Repository.all_refs`: branches, tags, aliases) and from the old and new
+commit of every reflog entry, so nothing a reset, a branch deletion or an alias
 move left behind is lost. Used objects are everything those commits use
 (:func:`used_objects`). Everything else is garbage, except what is younger than the
 grace period (by file modification time for objects, by ``created_at`` for commits): a
@@ -97,7 +98,7 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
     with sigterm_raises(), FileLock(root / LOCK_FILE, f"object store {root}") as lock:
         now = time.time()
         try:
-            live = repo.walk(sorted(roots(repo)))
+            live = repo.walk(sorted(roots(repo)), lineage=True)
             live_ids = {c.id for c in live}
             dead = [c for c in repo.commits.all() if c.id not in live_ids]
             young = [c for c in dead if now - _timestamp(c.created_at) < grace_s]
