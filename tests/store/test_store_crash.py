@@ -107,6 +107,7 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
     finally:
         zygote.stdin.close()
         zygote.wait(timeout=30)
+    print(f"kills by operation interrupted (None: between operations): {dict(killed)}; {len(checked)} commits checked")
     assert sum(killed.values()) == KILLS >= 50
     for name in OPS:  # every operation was killed mid-way several times
         assert killed[name] >= 5, killed
