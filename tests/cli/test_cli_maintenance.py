@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from cli_helpers import write_jsonl
 
 from rewardkit.cli.maintenance import parse_duration
 from rewardkit.store import Repository
@@ -91,3 +92,21 @@ def test_a_bad_grace_period_is_a_one_line_error(cli, repo_path, bad):
                                                 ("90", 90), ("1.5h", 5400), ("2H", 7200)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_checkout_score_and_eval_refuse_a_flipped_byte_naming_the_object(cli, tmp_path, tiny_model_dir):
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "first")[0] == 0
+    with Repository.open(tmp_path / ".rewardkit") as repo:
+        victim = max(repo.manifest("main").tensors.values(), key=lambda t: t.shape[0]).id
+        path = repo.objects.path(victim)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "good", "rejected": "bad"}])
+    for command in (("checkout", "main", "--to", "out"), ("score", "main", "hello"), ("eval", "--data", pairs, "--model", "main")):
+        code, _, err = cli(*command)
+        assert code == 2 and f"object {victim}" in err and "corrupt" in err and err.count("\n") == 1, (command, err)
+    code, out, _ = cli("fsck")
+    assert code == 1 and victim in out

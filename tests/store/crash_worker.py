@@ -66,6 +66,7 @@ OPS: dict[str, Callable[[Repository, random.Random], dict[str, Any]]] = {
     "commit": commit,
     "gc": collect,
     "alias set": set_alias,
+    # "merge": merge,  # one line per operation: a function(repo, rng) returning what it reports done
 }
 
 

@@ -141,3 +141,10 @@ def test_a_manifest_that_lies_about_a_dtype_is_named(repo: Repository) -> None:
         conn.execute(update(commits_table).where(commits_table.c.id == commit.id).values(manifest_id=fake_id))
     found = {(f.problem, f.item, f.name) for f in fsck(repo).errors}
     assert ("corrupt", "manifest", fake_id) in found
+
+
+def test_an_unreadable_head_is_named(repo: Repository, tiny_tensors) -> None:
+    _two_commits(repo, tiny_tensors)
+    (repo.path / "HEAD").write_bytes(b"ref: refs/heads/\xff\xfe")
+    errors = fsck(repo).errors
+    assert [(f.problem, f.item, f.name) for f in errors] == [("corrupt", "ref", "HEAD")]

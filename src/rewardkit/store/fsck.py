@@ -241,7 +241,10 @@ class _Checker:
             roots.add(id)
             if id not in commits:
                 self.add("missing", "ref", name, f"ref {name} points to commit {id}, which is missing")
-        repo.current_branch()  # raises if HEAD is unreadable
+        try:
+            repo.current_branch()
+        except StoreError as exc:
+            self.add("corrupt", "ref", "HEAD", f"HEAD (the current branch): {exc}")
         entries = repo.reflog(None)
         self.counts["reflog_entries"] = len(entries)
         for entry in entries:
