@@ -105,7 +105,9 @@ def test_checkout_score_and_eval_refuse_a_flipped_byte_naming_the_object(cli, tm
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "good", "rejected": "bad"}])
-    for command in (("checkout", "main", "--to", "out"), ("score", "main", "hello"), ("eval", "--data", pairs, "--model", "main")):
+    commands = [("checkout", "main", "--to", "out"), ("score", "main", "hello"),
+                ("eval", "--data", pairs, "--model", "main")]
+    for command in commands:
         code, _, err = cli(*command)
         assert code == 2 and f"object {victim}" in err and "corrupt" in err and err.count("\n") == 1, (command, err)
     code, out, _ = cli("fsck")

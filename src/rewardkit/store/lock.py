@@ -40,7 +40,8 @@ from types import FrameType, TracebackType
 
 #: A lock whose file was not refreshed for this long is taken over (seconds).
 LEASE_S = 30.0
-#: A lock file still empty or half-written this long after its creation is a killed holder's (seconds).
+#: A lock file still empty or half-written this long after its creation is a killed holder's, and so is a
+#: takeover guard (``<lock>.break``) this old: both are held for microseconds (seconds).
 HALF_WRITTEN_S = 2.0
 #: A waiter says once, on stderr, what it waits for after this long (seconds).
 NOTICE_AFTER_S = 3.0
@@ -183,8 +184,8 @@ class FileLock:
         try:
             fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            with suppress(FileNotFoundError):  # a breaker that died within microseconds
-                if time.time() - guard.stat().st_mtime > self.lease_s:
+            with suppress(FileNotFoundError):  # a breaker that died within its microseconds
+                if time.time() - guard.stat().st_mtime > min(self.lease_s, HALF_WRITTEN_S):
                     guard.unlink()
             time.sleep(0.01)
             return
