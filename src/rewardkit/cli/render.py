@@ -243,6 +243,9 @@ def _size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
+MAX_LISTED = 20
+
+
 def gc_summary(report: GcReport) -> Text:
     """What gc removed (or would remove), and what it kept."""
     verb = "would remove" if report.dry_run else "removed"
@@ -252,7 +255,9 @@ def gc_summary(report: GcReport) -> Text:
         f"kept {report.kept_objects} objects of {report.reachable_commits} reachable commits, and "
         f"{report.young_objects} unreachable objects younger than the grace period ({report.grace_s:g} s)",
     ]
-    lines += [f"  {verb} object {id}" for id in report.removed_objects]
-    lines += [f"  {verb} commit {id}" for id in report.removed_commits]
-    lines += [f"  {verb} temp file {path}" for path in report.removed_temp_files]
+    for what, names in (("object", report.removed_objects), ("commit", report.removed_commits),
+                        ("temp file", report.removed_temp_files)):
+        lines += [f"  {verb} {what} {name}" for name in names[:MAX_LISTED]]
+        if len(names) > MAX_LISTED:
+            lines.append(f"  … and {len(names) - MAX_LISTED} more {what}s (see --json)")
     return Text("\n".join(lines))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,7 +134,7 @@ class _Checker:
         self.findings: list[Finding] = []
         self.counts = {"objects": 0, "commits": 0, "refs": 0, "reflog_entries": 0}
         self.present: set[str] = set()
-        self.corrupt: set[str] = set()
+        self.corrupt: dict[str, int] = {}  # corrupt object id -> index of its finding, until a user is named
         self.reported_missing: set[str] = set()
 
     def add(self, problem: Problem, item: Item, name: str, detail: str, error: bool = True) -> None:
@@ -163,14 +163,19 @@ class _Checker:
             try:
                 self.objects.get_bytes(id, verify=True)
             except StoreError as exc:
-                self.corrupt.add(id)
+                self.corrupt[id] = len(self.findings)
                 self.add("corrupt", "object", id, str(exc))
                 continue
             for needed in dependencies(self.objects, id):
                 self.need_object(needed, f"needed by object {id}")
 
     def need_object(self, id: str, used_by: str) -> None:
-        """Report object ``id`` once if it is missing (corrupt ones are reported already)."""
+        """Report object ``id`` once if it is missing; name the first user of a corrupt one."""
+        index = self.corrupt.get(id)
+        if index is not None and index >= 0:
+            finding = self.findings[index]
+            self.findings[index] = replace(finding, detail=f"{finding.detail} (it is the {used_by})")
+            self.corrupt[id] = -1
         if id not in self.present and id not in self.reported_missing:
             self.reported_missing.add(id)
             self.add("missing", "object", id, f"object {id} is missing ({used_by})")
@@ -216,7 +221,7 @@ class _Checker:
             self.add("dangling", "commit", id, f"dangling commit {id}: no ref, tag, alias or reflog entry reaches it; "
                      "`rewardkit gc` removes it (information, not an error)", error=False)
         used = self.used_objects(commits[id] for id in reachable)
-        for id in sorted(self.present - used - self.corrupt):
+        for id in sorted(self.present - used - self.corrupt.keys()):
             self.add("dangling", "object", id,
                      f"dangling object {id}: no reachable commit uses it (e.g. a killed commit's); `rewardkit gc` "
                      "removes it after the grace period (information, not an error)", error=False)
@@ -260,7 +265,7 @@ class _Checker:
     def check_commit_objects(self, c: Commit, checked_manifests: set[str]) -> None:
         """Check that the objects of commit ``c`` exist and that its manifest loads."""
         for id in c.object_ids():
-            self.need_object(id, f"object of commit {c.id}")
+            self.need_object(id, f"{'manifest' if id == c.manifest_id else 'probe object'} of commit {c.id}")
         manifest_id = c.manifest_id
         if manifest_id in checked_manifests or manifest_id not in self.present or manifest_id in self.corrupt:
             return
@@ -282,7 +287,7 @@ class _Checker:
 
     def used_objects(self, commits: Iterable[Commit]) -> set[str]:
         """Every object the commits use: their objects, manifests' contents, and dependencies."""
-        return used_objects(self.objects, commits, intact=self.present - self.corrupt)
+        return used_objects(self.objects, commits, intact=self.present - self.corrupt.keys())
 
 
 def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
