@@ -220,8 +220,9 @@ class _Checker:
         for id in sorted(commits.keys() - reachable):
             self.add("dangling", "commit", id, f"dangling commit {id}: no ref, tag, alias or reflog entry reaches it; "
                      "`rewardkit gc` removes it (information, not an error)", error=False)
-        used = self.used_objects(commits[id] for id in reachable)
-        for id in sorted(self.present - used - self.corrupt.keys()):
+        intact = self.present - self.corrupt.keys()
+        used = used_objects(self.objects, (commits[id] for id in reachable), intact=intact)
+        for id in sorted(intact - used):
             self.add("dangling", "object", id,
                      f"dangling object {id}: no reachable commit uses it (e.g. a killed commit's); `rewardkit gc` "
                      "removes it after the grace period (information, not an error)", error=False)
@@ -284,10 +285,6 @@ class _Checker:
                 Manifest.load(self.objects, manifest_id)  # dtypes, shapes and kinds against the objects
             except StoreError as exc:
                 self.add("corrupt", "manifest", manifest_id, str(exc))
-
-    def used_objects(self, commits: Iterable[Commit]) -> set[str]:
-        """Every object the commits use: their objects, manifests' contents, and dependencies."""
-        return used_objects(self.objects, commits, intact=self.present - self.corrupt.keys())
 
 
 def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
