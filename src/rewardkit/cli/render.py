@@ -164,8 +164,11 @@ def log_table(commits: list[Commit], refs: dict[str, str], current: str | None =
             table.add_row(drawn, *[""] * len(columns))
             continue
         acc = (c.metrics or {}).get("validation/accuracy")
+        message = c.message.partition("\n")[0]
+        if adapter_label(c):
+            message += f"  [{adapter_label(c)}]"
         row = (c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
-               c.message.partition("\n")[0], _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
+               message, _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
         table.add_row(*((drawn, *row) if graph else row))
     return table
 
@@ -203,6 +206,12 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     table.add_row("date", commit.created_at)
     table.add_row("message", commit.message)
     table.add_row("backbone", commit.backbone or "–")
+    if adapter_label(commit):
+        adapter = commit.params["adapter"]
+        table.add_row("adapter", f"{adapter_label(commit)} on base {str(adapter.get('base'))[:10]} "
+                                 f"(alpha {adapter.get('lora_alpha')}, targets "
+                                 f"{', '.join(adapter.get('target_modules') or [])}; head "
+                                 f"{', '.join(adapter.get('modules_to_save') or [])}); tensors below are the adapter's")
     table.add_row("data fingerprint", commit.data_fingerprint or "–")
     for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
         table.add_row(f"fingerprint {name}", str(value))
@@ -213,6 +222,16 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     if config:
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
     return table
+
+
+# -- LoRA adapters (issue 6, helper lora) ----------------------------------------------------
+
+def adapter_label(commit: Commit) -> str | None:
+    """``LoRA r=8`` for a LoRA adapter commit (``params["adapter"]``), else None."""
+    adapter = (commit.params or {}).get("adapter")
+    if not isinstance(adapter, dict):
+        return None
+    return f"LoRA r={adapter.get('r')}"
 
 
 # -- fsck and gc (cli/maintenance.py) ---------------------------------------------------------
