@@ -74,3 +74,17 @@ def test_a_damaged_probe_is_a_store_error(repo, tiny_tensors):
 
 def test_a_commit_without_probe_has_none(repo, tiny_tensors):
     assert load_probe(repo.objects, repo.commit_tensors(tiny_tensors(), {}, "plain")) is None
+
+
+def test_gc_keeps_a_commits_probe_objects_and_fsck_finds_nothing_wrong(repo, tiny_tensors):
+    from rewardkit.store.fsck import fsck
+    from rewardkit.store.gc import gc
+
+    pairs = _pairs(3)
+    probe = make_probe(pairs, _reward_of(pairs))
+    commit = repo.commit_tensors(tiny_tensors(), {}, "probed", params={"probe": probe.param()},
+                                 extra_objects=[probe.pairs_bytes(), probe.rewards])
+    report = gc(repo, grace_s=0)
+    assert report.removed_objects == []
+    assert load_probe(repo.objects, commit).pairs == probe.pairs
+    assert fsck(repo).ok
