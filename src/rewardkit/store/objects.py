@@ -15,11 +15,13 @@ The file at ``objects/ab/cdef…`` holds the object in one of two forms:
 
 - **raw**: exactly the canonical bytes above, so re-hashing the file verifies it;
 - **encoded**: ``enc <encoding JSON>\0`` + the canonical header + the encoded payload, where
-  the payload is compressed losslessly (see :class:`Encoding`): the bytes of each element
+  the payload is compressed losslessly (see :class:`Encoding`): optionally first replaced
+  by its element-wise delta against the payload of a *base* object (the parent commit's
+  tensor of the same name; each element's bit pattern as an integer minus the base's,
+  zigzag-coded, see :func:`_delta_into`: a fine-tune changes a weight's bit pattern a
+  little, so the high bytes of the delta are mostly zero), then the bytes of each element
   split into planes (byte-grouping: all first bytes, then all second bytes, …, so the
-  exponent bytes of floats sit together and compress), optionally XORed first with the
-  payload of a *base* object (the parent commit's tensor of the same name: a fine-tune
-  changes few high bytes, so the XOR is mostly zeros), then zstd. The canonical header stays
+  exponent bytes of floats, or the zero high bytes of a delta, sit together), then zstd. The canonical header stays
   readable in front, so :meth:`ObjectStore.header` reads no payload; reading decodes and
   re-hashes the canonical bytes, so the id never depends on the encoding.
 
@@ -68,6 +70,9 @@ MIN_ENCODE_SIZE = 4096
 #: zstd level: 3 (zstd's default) compresses model weights at several hundred MB/s per core;
 #: higher levels gain under 1 % on float planes for several times the time.
 ZSTD_LEVEL = 3
+#: A delta that compresses to at most this fraction of the payload is kept without also
+#: trying the tensor alone: byte-grouped zstd of trained weights stays above about 0.7.
+DELTA_GOOD_ENOUGH = 0.5
 _ENC_PREFIX = b"enc "
 
 #: torch dtype <-> safetensors dtype name, for every dtype both sides know.
@@ -254,13 +259,14 @@ class Encoding:
     """How an encoded object's payload is stored (see the module docstring).
 
     Decoding: zstd-decompress ``size`` bytes, undo the byte-grouping of ``planes`` bytes
-    per element, then XOR with the payload of object ``base`` if set.
+    per element, then, if ``base`` is set, undo the zigzag delta against object ``base``'s
+    payload with elements of ``planes`` bytes (see :func:`_delta_into`).
 
     Attributes:
         codec: ``"zstd"``.
         planes: Bytes per element split into planes; 1 means not grouped.
         size: Size of the encoded payload in the file (bytes).
-        base: Id of the object the payload is a XOR delta against, or ``None``.
+        base: Id of the object the payload is a delta against, or ``None``.
     """
 
     codec: str
@@ -325,10 +331,34 @@ def _ungroup_into(out: bytearray, grouped: bytes, planes: int) -> None:
     target[...] = np.frombuffer(grouped, dtype=np.uint8).reshape(planes, -1).T
 
 
-def _xor_into(out: bytearray, other: bytes | bytearray | memoryview) -> None:
-    """XOR ``other`` (same length) into ``out`` in place."""
-    target = np.frombuffer(out, dtype=np.uint8)
-    np.bitwise_xor(target, np.frombuffer(other, dtype=np.uint8), out=target)
+_UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _delta_into(base: bytearray, payload: bytes | bytearray | memoryview, width: int) -> None:
+    """Turn ``base`` in place into the delta of ``payload`` against it, element by element.
+
+    Each element's bit pattern, read as a ``width``-byte unsigned integer, minus the base's
+    (modulo 2**bits), zigzag-coded (0, -1, 1, -2, … -> 0, 1, 2, 3, …) so that small changes
+    of either sign have zero high bytes. For floats a small change of a weight is a small
+    change of its bit pattern, so this compresses better than XOR (fp32: 0.57 vs 0.62 of
+    raw on a real fine-tune; bf16: 0.26 vs 0.30; see bench/compression.py).
+    """
+    uint, bits = _UINTS[width], 8 * width
+    delta = np.frombuffer(base, dtype=uint)
+    np.subtract(np.frombuffer(payload, dtype=uint), delta, out=delta)
+    sign = delta.view(f"i{width}") >> (bits - 1)  # all ones where negative
+    np.left_shift(delta, uint(1), out=delta)
+    np.bitwise_xor(delta, sign.view(uint), out=delta)
+
+
+def _undelta_into(delta: bytearray, base: bytes | bytearray | memoryview, width: int) -> None:
+    """Undo :func:`_delta_into`: turn ``delta`` in place into the payload, given the base."""
+    uint = _UINTS[width]
+    values = np.frombuffer(delta, dtype=uint)
+    negative = np.negative(values & uint(1))  # all ones where the zigzag code is odd
+    np.right_shift(values, uint(1), out=values)
+    np.bitwise_xor(values, negative, out=values)
+    np.add(values, np.frombuffer(base, dtype=uint), out=values)
 
 
 def _compress(data: memoryview | bytes | bytearray) -> bytes:
@@ -390,7 +420,7 @@ class ObjectStore:
             tensor: The tensor.
             verify_existing: Re-hash an already stored copy before reusing it, whatever its size.
             delta_base: Id of a similar tensor object (e.g. the parent commit's tensor of the
-                same name) to store a XOR delta against, if that is the smallest encoding.
+                same name) to store a delta against, if that is the smallest encoding.
                 Ignored unless it is an intact stored tensor of the same dtype and byte size;
                 if it is itself a delta, its own base is used instead.
 
@@ -621,7 +651,7 @@ class ObjectStore:
                 raise StoreError(f"object {id} is stored as a delta against object {encoding.base}: {exc}") from None
             if base_header.nbytes != nbytes:
                 raise StoreError(f"{corrupt}: its delta base {encoding.base} has another size; {_RESTORE}")
-            _xor_into(payload, base)
+            _undelta_into(payload, base, encoding.planes)
         return payload
 
     def _is_intact(self, id: str, header: bytes, nbytes: int, verify: bool) -> bool:
@@ -652,15 +682,17 @@ class ObjectStore:
         parsed = ObjectHeader.parse(header[:-1].decode("ascii"))
         planes = _planes(parsed.dtype)
         planes = planes if nbytes % planes == 0 else 1
-        best = Encoding("zstd", planes, 0), _compress(_group(payload, planes))
+        best: tuple[Encoding, bytes] | None = None
         base = self._usable_base(id, parsed, delta_base)
         if base is not None:
             base_id, delta = base
-            _xor_into(delta, payload)
-            compressed = _compress(_group(delta, planes))
-            del delta
-            if len(compressed) < len(best[1]):
-                best = Encoding("zstd", planes, 0, base_id), compressed
+            _delta_into(delta, payload, planes)
+            best = Encoding("zstd", planes, 0, base_id), _compress(_group(delta, planes))
+            del delta, base
+        if best is None or len(best[1]) > DELTA_GOOD_ENOUGH * nbytes:
+            alone = _compress(_group(payload, planes))
+            if best is None or len(alone) < len(best[1]):
+                best = Encoding("zstd", planes, 0), alone
         if len(best[1]) > (1 - MIN_SAVING) * nbytes:
             return None
         encoding, data = best
