@@ -68,26 +68,38 @@ class _Spec(NamedTuple):
     shape: tuple[int, ...]
 
 
-class WeightsFiles(Mapping[str, torch.Tensor]):
-    """The tensors of a model folder's safetensors file(s), loaded one at a time on access.
+class _Located(NamedTuple):
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # of the tensor's first byte in the file
+    nbytes: int
 
-    Every file's header is read and checked when this is built; a tensor's bytes are read
-    only when it is looked up (memory-mapped by safetensors), so iterating over ``items()``
-    holds one tensor at a time.
+
+class WeightsFiles(Mapping[str, torch.Tensor]):
+    """The tensors of a model folder's safetensors file(s), read one at a time on access.
+
+    Every file's header is checked by safetensors when this is built; a tensor's bytes are
+    read (plain reads, not a memory map, so nothing stays resident) only when it is looked
+    up, so iterating over ``items()`` holds one tensor at a time.
     """
 
     def __init__(self, folder: Path, shards: dict[str, list[str] | None]) -> None:
         """Open ``folder``'s weights; ``shards`` maps each file to the tensors the index gives it.
 
         Raises:
-            ModelError: If a file cannot be read, or its tensors and the index disagree.
+            ModelError: If a file cannot be read, its tensors and the index disagree, or a
+                tensor has a dtype the store cannot hold.
         """
-        self._where: dict[str, Any] = {}
+        self._where: dict[str, _Located] = {}
         for shard, expected in shards.items():
             path = folder / shard
             try:
-                handle = safe_open(str(path), framework="pt")
-                names = list(handle.keys())
+                with safe_open(str(path), framework="pt") as handle:  # validates header and offsets
+                    names = list(handle.keys())
+                with open(path, "rb") as f:
+                    size = int.from_bytes(f.read(8), "little")
+                    header = json.loads(f.read(size))
             except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
                 raise ModelError(
                     f"cannot read {path}: {exc}; the file is damaged or not safetensors, "
@@ -102,16 +114,32 @@ class WeightsFiles(Mapping[str, torch.Tensor]):
             for name in names:
                 if name in self._where:
                     raise ModelError(f"tensor {name!r} is in two weights files of {folder}; save the model again")
-                self._where[name] = handle
+                info = header[name]
+                if info["dtype"] not in _DTYPE_ORDER:
+                    raise ModelError(
+                        f"{path}: tensor {name!r} has dtype {info['dtype']}, which rewardkit cannot store; "
+                        f"convert it to one of {', '.join(_DTYPE_ORDER)}"
+                    )
+                start, end = info["data_offsets"]
+                self._where[name] = _Located(
+                    path, torch_dtype(info["dtype"]), tuple(info["shape"]), 8 + size + start, end - start
+                )
         if not self._where:
             raise ModelError(f"{folder} holds no tensors in its weights; save the trained model again")
-        self.files = sorted(shards)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        try:
-            return self._where[name].get_tensor(name)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot read tensor {name!r}: {exc}; save the model again") from exc
+        where = self._where[name]
+        tensor = torch.empty(where.shape, dtype=where.dtype)
+        if where.nbytes:
+            try:
+                with open(where.path, "rb") as f:
+                    f.seek(where.offset)
+                    got = f.readinto(tensor.reshape(-1).view(torch.uint8).numpy())
+            except OSError as exc:
+                raise ModelError(f"cannot read tensor {name!r} from {where.path}: {exc}") from exc
+            if got != where.nbytes:
+                raise ModelError(f"{where.path} changed while read (tensor {name!r}); commit again")
+        return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
