@@ -624,6 +624,12 @@ class ObjectStore:
             raise StoreError(f"object {id} at {path} is corrupt: it changed while read; {_RESTORE}")
         payload = data if head.encoding is None else self._decode(id, head, data, verify, as_base)
         if verify and _object_id(head.raw_header, payload) != id:
+            base = head.encoding.base if head.encoding is not None else None
+            if base is not None:  # the delta's base was read unverified: name it if it is to blame
+                try:
+                    self._read(base, True, as_base=True)
+                except StoreError as exc:
+                    raise StoreError(f"object {id} is stored as a delta against object {base}: {exc}") from None
             raise StoreError(
                 f"object {id} at {path} is corrupt: its content does not hash to its id; {_RESTORE}"
             )
@@ -647,8 +653,8 @@ class ObjectStore:
         _ungroup_into(payload, grouped, encoding.planes)
         del grouped
         if encoding.base is not None:
-            try:
-                base_header, base = self._read(encoding.base, verify, as_base=True)
+            try:  # unverified: the decoded payload is re-hashed anyway when verifying
+                base_header, base = self._read(encoding.base, False, as_base=True)
             except StoreError as exc:
                 raise StoreError(f"object {id} is stored as a delta against object {encoding.base}: {exc}") from None
             if base_header.nbytes != nbytes:
