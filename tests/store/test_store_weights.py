@@ -163,7 +163,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 def test_commit_and_checkout_memory_is_bounded_by_the_largest_tensor(tmp_path: Path) -> None:
-    n, rows = 24, 1024  # 24 tensors of 4 MiB: a 96 MiB model
+    n, rows = 40, 1024  # 40 tensors of 4 MiB: a 160 MiB model
     largest, model = rows * 1024 * 4, n * rows * 1024 * 4
     for step in ("commit", "checkout"):  # each in a fresh process: peak RSS above its start, bytes
         run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path), str(n), str(rows), step],

@@ -21,9 +21,10 @@ The file at ``objects/ab/cdef…`` holds the object in one of two forms:
   zigzag-coded, see :func:`_delta_into`: a fine-tune changes a weight's bit pattern a
   little, so the high bytes of the delta are mostly zero), then the bytes of each element
   split into planes (byte-grouping: all first bytes, then all second bytes, …, so the
-  exponent bytes of floats, or the zero high bytes of a delta, sit together), then zstd. The canonical header stays
-  readable in front, so :meth:`ObjectStore.header` reads no payload; reading decodes and
-  re-hashes the canonical bytes, so the id never depends on the encoding.
+  exponent bytes of floats, or the zero high bytes of a delta, sit together), then zstd.
+  The canonical header stays readable in front, so :meth:`ObjectStore.header` reads no
+  payload; reading decodes and re-hashes the canonical bytes, so the id never depends on
+  the encoding, and zstd's checksum catches damage even on unverified reads.
 
 An object is stored encoded only when that saves at least :data:`MIN_SAVING` of its payload
 and it is at least :data:`MIN_ENCODE_SIZE` bytes (a smaller file takes one filesystem block
