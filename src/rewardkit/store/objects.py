@@ -321,8 +321,11 @@ def _group(payload: memoryview | bytes | bytearray, planes: int) -> memoryview |
     """Return the payload's bytes split into ``planes`` planes (element byte k -> plane k)."""
     if planes == 1:
         return payload
-    flat = np.frombuffer(payload, dtype=np.uint8)
-    return np.ascontiguousarray(flat.reshape(-1, planes).T).data
+    elements = np.frombuffer(payload, dtype=np.uint8).reshape(-1, planes)
+    grouped = np.empty((planes, len(elements)), dtype=np.uint8)
+    for k in range(planes):  # one strided column at a time: about twice as fast as one transpose
+        grouped[k] = elements[:, k]
+    return grouped.data
 
 
 def _ungroup_into(out: bytearray, grouped: bytes, planes: int) -> None:
@@ -331,7 +334,9 @@ def _ungroup_into(out: bytearray, grouped: bytes, planes: int) -> None:
         out[:] = grouped
         return
     target = np.frombuffer(out, dtype=np.uint8).reshape(-1, planes)
-    target[...] = np.frombuffer(grouped, dtype=np.uint8).reshape(planes, -1).T
+    source = np.frombuffer(grouped, dtype=np.uint8).reshape(planes, -1)
+    for k in range(planes):
+        target[:, k] = source[k]
 
 
 _UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -358,7 +363,8 @@ def _undelta_into(delta: bytearray, base: bytes | bytearray | memoryview, width:
     """Undo :func:`_delta_into`: turn ``delta`` in place into the payload, given the base."""
     uint = _UINTS[width]
     values = np.frombuffer(delta, dtype=uint)
-    negative = np.negative(values & uint(1))  # all ones where the zigzag code is odd
+    negative = values & uint(1)
+    np.negative(negative, out=negative)  # all ones where the zigzag code is odd
     np.right_shift(values, uint(1), out=values)
     np.bitwise_xor(values, negative, out=values)
     np.add(values, np.frombuffer(base, dtype=uint), out=values)
