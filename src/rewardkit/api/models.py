@@ -15,7 +15,7 @@ from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.models.text import load_tokenizer
 from rewardkit.store import Commit, Repository
 from rewardkit.store.adapters import checkout_adapter, effective_tensors, is_adapter, model_files
-from rewardkit.store.modeldir import map_like_weights_file, write_model_dir
+from rewardkit.store.modeldir import map_like_weights_file, refuse_pickled_weights, write_model_dir
 from rewardkit.training import RewardConfig
 
 
@@ -171,9 +171,11 @@ def commit(
         retry: If another process moved the branch meanwhile, commit on top of its new head.
 
     Raises:
-        ModelError: The folder is not such a model; the message says why.
+        ModelError: The folder is not such a model, or holds pickled weights
+            (``pytorch_model.bin``: weights are safetensors only); the message says why.
         StoreError: The repository refuses the commit (empty message, bad branch name).
     """
+    refuse_pickled_weights(model_dir)  # before "no model.safetensors": say why a pickle is not enough
     check_reward_model_dir(model_dir)
     return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch,
                                                     verify_existing=verify_existing, retry=retry)

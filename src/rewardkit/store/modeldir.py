@@ -47,8 +47,26 @@ _SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
                 "I32", "U32", "F32", "F64", "I64", "U64"]  # fmt: skip
 
+#: Pickled weight files (``torch.save``): loading one runs code, so the store refuses them.
+PICKLED_WEIGHTS = ("pytorch_model*.bin", "adapter_model.bin")
 #: Reads the raw little-endian bytes of one tensor by name.
 TensorReader = Callable[[str], bytes | bytearray | memoryview]
+
+
+def refuse_pickled_weights(folder: str | Path) -> None:
+    """Refuse a model folder holding pickled weights: weights are safetensors only.
+
+    Raises:
+        ModelError: If the folder holds ``pytorch_model*.bin`` or ``adapter_model.bin``.
+    """
+    folder = Path(folder)
+    found = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern) if p.is_file())
+    if found:
+        raise ModelError(
+            f"{folder / found[0]}: pickled weights are refused (weights are safetensors only, and loading a "
+            "pickle runs code); save with save_pretrained(folder, safe_serialization=True) and remove "
+            f"{', '.join(found)}"
+        )
 
 
 class TensorSpec(Protocol):
@@ -160,12 +178,14 @@ def read_model_dir(folder: str | Path) -> tuple[WeightsFiles, dict[str, bytes]]:
         other regular file (recursively) by relative POSIX path -> content.
 
     Raises:
-        ModelError: If the folder does not exist, has no weights, or they cannot be read.
+        ModelError: If the folder does not exist, has no weights, they cannot be read, or
+            the folder holds pickled weights (:func:`refuse_pickled_weights`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ModelError(f"model folder {folder} {what}; pass the folder save_pretrained wrote")
+    refuse_pickled_weights(folder)
     if (folder / WEIGHTS_FILE).is_file():
         shards: dict[str, list[str] | None] = {WEIGHTS_FILE: None}
         skipped = {WEIGHTS_FILE}
