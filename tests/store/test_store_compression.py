@@ -216,3 +216,20 @@ def test_a_head_only_fine_tune_adds_only_the_heads_bytes(repo: Repository) -> No
         commit.manifest_id
     )
     assert repo.objects.stored_size(head_id) <= head.numel() * 4 + 64  # the head's bytes and its header
+
+
+def test_fsck_and_gc_know_a_real_delta_needs_its_base(repo: Repository) -> None:
+    from rewardkit.store.fsck import fsck
+    from rewardkit.store.gc import gc, used_objects
+
+    v1 = {"w": _weights(256, 256)}
+    repo.commit_tensors(v1, {}, "v1")
+    repo.commit_tensors({"w": v1["w"] + 1e-4}, {}, "v2")
+    base, delta = repo.manifest("main~1").tensors["w"].id, repo.manifest("main").tensors["w"].id
+    assert repo.objects.dependencies(delta) == [base]
+    assert base in used_objects(repo.objects, [repo.resolve("main")])  # v2 alone needs v1's tensor
+    assert fsck(repo).ok and gc(repo, grace_s=0).removed_objects == []
+    repo.objects.path(base).chmod(0o644)
+    repo.objects.path(base).unlink()
+    report = fsck(repo)
+    assert not report.ok and any(base in f.detail for f in report.errors)
