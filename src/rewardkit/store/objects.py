@@ -744,6 +744,7 @@ class ObjectStore:
         path = self.path(id)
         existed = path.exists()
         if existed and self._is_intact(id, header, len(payload), verify_existing):
+            self._touch(id)
             return
         encoded = self._encode(id, header, payload, delta_base)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -773,6 +774,23 @@ class ObjectStore:
         elif self._created is not None:
             self._created.append(id)
         _fsync_dir(path.parent)
+
+    def _touch(self, id: str) -> None:
+        """Mark a reused object (and what it needs) as just written, as git does on dedup.
+
+        gc keeps unreachable objects younger than its grace period; a commit or merge that
+        reuses an old dangling object before its commit lands is protected the same way as
+        one that writes a new object.
+        """
+        for needed in (id, *self._dependencies_or_none(id)):
+            with suppress(OSError):
+                os.utime(self.path(needed))
+
+    def _dependencies_or_none(self, id: str) -> list[str]:
+        try:
+            return list(self.dependencies(id))
+        except StoreError:
+            return []
 
     def _remove_stale_temp_files(self) -> None:
         """Remove ``.tmp-*`` files older than :data:`TMP_GRACE_S` (left by killed writers)."""
