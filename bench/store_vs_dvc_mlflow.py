@@ -256,9 +256,14 @@ def measure(argv: list[str], *, cwd: Path, env: dict[str, str], logs: Path) -> O
     if code != 0:
         tail = out.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(argv[2:])} failed with exit code {code}:\n{tail}")
-    result = json.loads(result_file.read_text())
-    return Op(seconds=result.pop("seconds"), process_seconds=wall, peak_rss=result.pop("peak_rss"),
-              rss_before=result.pop("rss_before"), other_cpu=meter.usage.other_share, result=result)
+    return read_result(result_file, wall, meter.usage.other_share)
+
+
+def read_result(path: Path, process_seconds: float, other_cpu: float | None) -> Op:
+    """The :class:`Op` of a worker that wrote its result (see :func:`worker`) to ``path``."""
+    result = json.loads(path.read_text())
+    return Op(seconds=result.pop("seconds"), process_seconds=process_seconds, peak_rss=result.pop("peak_rss"),
+              rss_before=result.pop("rss_before"), other_cpu=other_cpu, result=result)
 
 
 # -- the worker: one tool operation per process ------------------------------------------------
