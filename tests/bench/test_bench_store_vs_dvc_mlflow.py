@@ -119,3 +119,45 @@ def test_a_missing_tool_is_refused_with_the_fix(monkeypatch):
     with pytest.raises(SystemExit, match="unknown tool 'git'"):
         bench.check_tools(["git"])
 
+
+
+def test_merge_is_measured_when_the_cli_has_it_else_skipped_with_the_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure", _worker_in_this_process)
+    out = tmp_path / "out.json"
+    assert bench.main(["--size-gib", "0.005", "--versions", "3", "--tools", "rewardkit", "--merge",
+                       "--scratch", str(tmp_path), "--json", str(out)]) == 0
+    merge = json.loads(out.read_text())["runs"]["rewardkit"]["merge"]
+    if "merge" in bench.RewardkitTool.commands():
+        assert merge["max_abs_error_vs_mean"] < 1e-6  # average of two full fine-tunes of one base
+        assert "merge of two" in capsys.readouterr().out
+    else:
+        assert merge == {"skipped": "this rewardkit CLI has no `merge` command"}
+        assert "merge: skipped (this rewardkit CLI has no `merge` command)" in capsys.readouterr().out
+
+
+def _runs(seconds: dict[str, list[float]], allocated: list[int]) -> dict:
+    plan = ["base", "head", "head", "full"]
+    op = {"process_seconds": 1.0, "peak_rss": 100, "rss_before": 50, "other_cpu": None}
+    commits = [op | {"seconds": s, "kind": k} for s, k in zip(seconds["commit"], plan, strict=True)]
+    checkouts = {k: op | {"seconds": s, "identical": True} for k, s in zip(("last", "base"), seconds["checkout"],
+                                                                          strict=True)}
+    return {"commits": commits, "checkouts": checkouts,
+            "bytes_after": [{"allocated": b, "apparent": b} for b in allocated]}
+
+
+def test_summary_ratios_are_the_peers_seconds_over_rewardkits_and_bytes_over_one_model():
+    results = {
+        "rewardkit": _runs({"commit": [4.0, 0.5, 0.3, 4.0], "checkout": [3.0, 2.0]}, [1000, 1010, 1020, 2000]),
+        "dvc": _runs({"commit": [5.0, 10.0, 12.0, 5.0], "checkout": [3.0, 3.0]}, [1000, 2000, 3000, 4000]),
+        "cp": _runs({"commit": [1.0, 1.0, 1.0, 1.0], "checkout": [1.0, 4.0]}, [1000, 2000, 3000, 4000]),
+    }
+    summary = bench.summarize(results, ["base", "head", "head", "full"], model_bytes=1000)
+    assert summary["head_prefix_versions"] == 3
+    assert summary["tools"]["rewardkit"]["commit_seconds"]["head"] == {"median": 0.4, "min": 0.3, "max": 0.5, "n": 2}
+    ratios = summary["ratios"]
+    assert ratios["head_commit_speedup_vs_dvc"] == pytest.approx(11.0 / 0.4)
+    assert ratios["head_prefix_bytes_vs_model"] == pytest.approx(1.02)
+    assert ratios["head_10_projected_bytes_vs_model"] == pytest.approx(1.09)  # 1000 + 9 x 10
+    assert ratios["checkout_vs_cp"] == {"last": 3.0, "base": 0.5}
+    assert summary["targets"] == {"head_commit_20x_faster": True, "head_only_disk_1_05x": False,
+                                  "checkout_within_2x_cp": False}
