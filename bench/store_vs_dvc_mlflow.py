@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -710,10 +711,15 @@ def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
 
     from rewardkit.cli.render import console
 
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)
+
     model, tools, prefix = summary["model_bytes"], summary["tools"], summary["head_prefix_versions"]
+    runs = [(kind, len(list(group))) for kind, group in itertools.groupby(plan)]
+    chain = ", ".join(kind if n == 1 else f"{n} {kind}" for kind, n in runs)
     table = Table(title=f"{len(plan)} versions of a {_gib(model)} BERT reward model "
-                        f"({info['parameters'] / 1e6:.0f}M parameters, fp32): {', '.join(plan)}")
-    table.add_column("")
+                        f"({info['parameters'] / 1e6:.0f}M parameters, fp32): {chain}")
+    table.add_column("", no_wrap=True)
     for name in tools:
         table.add_column(LABELS[name], justify="right")
 
@@ -730,12 +736,12 @@ def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
         return lambda s: f"{_gib(s[key])} ({s[key] / model:.3f}x)"
 
     row("commit s: base", commit_seconds("base"))
-    row(f"commit s: head only, median [min-max] of {plan.count('head')}", commit_seconds("head"))
+    row("commit s: head, med [min-max]", commit_seconds("head"))
     if "layers" in plan:
-        row(f"commit s: top 2 layers, of {plan.count('layers')}", commit_seconds("layers"))
+        row("commit s: top 2 layers", commit_seconds("layers"))
     row("commit s: full fine-tune", commit_seconds("full"))
     row(f"commit s: all {len(plan)} versions", lambda s: f"{s['commit_seconds_total']:.1f}")
-    row("process s: head only, start-up included", lambda s: f"{s['head_process_seconds_median']:.2f}")
+    row("  whole process s (start-up)", lambda s: f"{s['head_process_seconds_median']:.2f}")
     row("checkout s: last version", lambda s: f"{s['checkout_seconds']['last']:.2f}")
     row("checkout s: base", lambda s: f"{s['checkout_seconds']['base']:.2f}")
     row("checkouts bit-identical", lambda s: _yes(s["checkouts_identical"]))
@@ -746,30 +752,29 @@ def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
     row("peak RSS: checkout", lambda s: _mib(s["peak_rss_checkout"]))
     row("other CPU, max", lambda s: f"{s['other_cpu_max']:.0%}")
     console.print(table)
-    console.print(f"one model on disk (weights, config, tokenizer): {_gib(model)}")
+    say(f"one model on disk (weights, config, tokenizer): {_gib(model)}")
 
     ratios, targets = summary.get("ratios", {}), summary.get("targets", {})
     if ratios:
         speed = ", ".join(f"{LABELS[k.rsplit('_', 1)[1]]} {v:.1f}x"
                           for k, v in ratios.items() if k.startswith("head_commit_speedup"))
         if speed:
-            console.print(f"head-only commit, the peer's seconds / rewardkit's: {speed} "
-                          f"(target >= {TARGET_HEAD_SPEEDUP:.0f}x: {_yes(targets['head_commit_20x_faster'])})")
-        console.print(f"head-only versions on disk: base + {prefix - 1} = {ratios['head_prefix_bytes_vs_model']:.3f}x "
-                      f"one model; 10 projected from the measured increments = "
-                      f"{ratios['head_10_projected_bytes_vs_model']:.3f}x "
-                      f"(target <= {TARGET_HEAD_DISK}x: {_yes(targets['head_only_disk_1_05x'])})")
+            say(f"head-only commit, the peer's seconds / rewardkit's: {speed} "
+                f"(target >= {TARGET_HEAD_SPEEDUP:.0f}x: {_yes(targets['head_commit_20x_faster'])})")
+        say(f"head-only versions on disk: base + {prefix - 1} = {ratios['head_prefix_bytes_vs_model']:.3f}x "
+            f"one model; 10 projected from the measured increments = "
+            f"{ratios['head_10_projected_bytes_vs_model']:.3f}x "
+            f"(target <= {TARGET_HEAD_DISK}x: {_yes(targets['head_only_disk_1_05x'])})")
         if "checkout_vs_cp" in ratios:
             cp = ", ".join(f"{k} {v:.2f}x" for k, v in ratios["checkout_vs_cp"].items())
-            console.print(f"checkout, rewardkit's seconds / cp's of the same bytes: {cp} "
-                          f"(target <= {TARGET_CHECKOUT_VS_CP:.0f}x: {_yes(targets['checkout_within_2x_cp'])})")
+            say(f"checkout, rewardkit's seconds / cp's of the same bytes: {cp} "
+                f"(target <= {TARGET_CHECKOUT_VS_CP:.0f}x: {_yes(targets['checkout_within_2x_cp'])})")
     merge = results.get("rewardkit", {}).get("merge")
     if merge and "skipped" in merge:
-        console.print(f"merge: skipped ({merge['skipped']})")
+        say(f"merge: skipped ({merge['skipped']})")
     elif merge:
         extra = merge["peak_rss"] - merge["rss_before"]
-        console.print(
-            f"merge of two {_gib(model)} branches (every tensor changed on both sides, average): "
+        say(f"merge of two {_gib(model)} branches (every tensor changed on both sides, average): "
             f"{merge['seconds']:.1f} s, peak RSS {_mib(merge['peak_rss'])} = {ratios['merge_peak_rss_vs_model']:.2f}x "
             f"the model, {_mib(extra)} above start-up = {ratios['merge_extra_rss_vs_model']:.2f}x "
             f"(largest tensor {_mib(info['largest_tensor_bytes'])}; bounded, <= {TARGET_MERGE_EXTRA}x: "
@@ -777,9 +782,9 @@ def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
             f"{merge['max_abs_error_vs_mean']:.1e}")
     flagged = [LABELS[n] for n, s in tools.items() if s["other_cpu_max"] > DEFAULT_THRESHOLD]
     if flagged:
-        console.print(f"cpu: other processes took more than {DEFAULT_THRESHOLD:.0%} of our cores during "
-                      f"operations of {', '.join(flagged)}: timings are noisy, rerun on a quiet machine")
-    console.print(f"machine: {info['machine']}; versions: {info['versions']}")
+        say(f"cpu: other processes took more than {DEFAULT_THRESHOLD:.0%} of our cores during "
+            f"operations of {', '.join(flagged)}: timings are noisy, rerun on a quiet machine")
+    say(f"machine: {info['machine']}; versions: {info['versions']}")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -794,6 +799,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scratch", default=None, help="folder for the scratch stores (default: the system's temp)")
     p.add_argument("--json", default=None, help="write every measurement and the summary to this file")
+    p.add_argument("--report", default=None, metavar="JSON", help="print the table of an earlier run's --json file")
     return p.parse_args(argv)
 
 
@@ -820,6 +826,10 @@ def check_tools(tools: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        earlier = json.loads(Path(args.report).read_text())
+        report(earlier["summary"], earlier["runs"], earlier["plan"], earlier["model"])
+        return 0
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     check_tools(tools)
     plan = version_plan(args.versions)
