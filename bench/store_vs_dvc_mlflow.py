@@ -277,8 +277,8 @@ def read_result(path: Path, process_seconds: float, other_cpu: float | None) -> 
 # -- the worker: one tool operation per process ------------------------------------------------
 
 
-def _run(*argv: str, cwd: str | None = None) -> None:
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 
 def _rewardkit(action: str, args: dict) -> Any:
