@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import evaluate, refs, repo, train
+from rewardkit.cli import evaluate, maintenance, refs, repo, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -34,6 +34,8 @@ app.add_typer(refs.alias_app, name="alias")
 app.command()(refs.reset)
 app.command()(refs.revert)
 app.command()(refs.reflog)
+app.command()(maintenance.fsck)
+app.command()(maintenance.gc)
 
 
 DEBUG_ENV = "REWARDKIT_DEBUG"  # set to 1 to see the traceback of an unexpected error
