@@ -28,6 +28,9 @@ size. It is skipped, with the reason, when the CLI has no ``merge`` (or ``branch
 
     PYTHONPATH=src .venv/bin/python bench/store_vs_dvc_mlflow.py --merge --json bench/store.json
     PYTHONPATH=src .venv/bin/python bench/store_vs_dvc_mlflow.py --size-gib 0.01 --versions 3  # smoke
+    PYTHONPATH=src .venv/bin/python bench/store_vs_dvc_mlflow.py --report bench/store.json  # the table again
+
+Method, columns and results: bench/README.md.
 """
 
 from __future__ import annotations
