@@ -708,7 +708,7 @@ def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
-def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
+def report(summary: dict, results: dict, plan: list[str], info: dict, threshold: float = DEFAULT_THRESHOLD) -> None:
     """Print the table (a column per tool) and the ratio lines."""
     from rich.table import Table
 
@@ -784,9 +784,9 @@ def report(summary: dict, results: dict, plan: list[str], info: dict) -> None:
             f"{extra / info['largest_tensor_bytes']:.1f}x its largest tensor ({_mib(info['largest_tensor_bytes'])}); "
             f"max |merged - mean of parents| "
             f"{merge['max_abs_error_vs_mean']:.1e}")
-    flagged = [LABELS[n] for n, s in tools.items() if s["other_cpu_max"] > DEFAULT_THRESHOLD]
+    flagged = [LABELS[n] for n, s in tools.items() if s["other_cpu_max"] > threshold]
     if flagged:
-        say(f"cpu: other processes took more than {DEFAULT_THRESHOLD:.0%} of our cores during "
+        say(f"cpu: other processes took more than {threshold:.0%} of our cores during "
             f"operations of {', '.join(flagged)}: timings are noisy, rerun on a quiet machine")
     say(f"machine: {info['machine']}; versions: {info['versions']}")
 
@@ -802,6 +802,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--merge", action="store_true", help="also time `rewardkit merge` of two full fine-tunes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scratch", default=None, help="folder for the scratch stores (default: the system's temp)")
+    p.add_argument("--contamination-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="flag an operation during which other processes took more than this share of our cores")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any operation is flagged")
     p.add_argument("--json", default=None, help="write every measurement and the summary to this file")
     p.add_argument("--report", default=None, metavar="JSON", help="print the table of an earlier run's --json file")
     return p.parse_args(argv)
@@ -832,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         earlier = json.loads(Path(args.report).read_text())
-        report(earlier["summary"], earlier["runs"], earlier["plan"], earlier["model"])
+        report(earlier["summary"], earlier["runs"], earlier["plan"], earlier["model"], args.contamination_threshold)
         return 0
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     check_tools(tools)
@@ -881,14 +884,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     folder_bytes = next(iter(results.values()))["model_folder_bytes"]["allocated"]
     summary = summarize(results, plan, folder_bytes)
-    report(summary, results, plan, info)
+    report(summary, results, plan, info, args.contamination_threshold)
     print(f"time: {time.perf_counter() - started:.0f} s")
     if args.json:
         out = {"command": " ".join([sys.executable, *sys.argv]), "settings": vars(args), "plan": plan,
                "model": info, "summary": summary, "runs": results}
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
-    return 0
+    flagged = any(s["other_cpu_max"] > args.contamination_threshold for s in summary["tools"].values())
+    return 1 if args.strict and flagged else 0
 
 
 if __name__ == "__main__":
