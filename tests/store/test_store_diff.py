@@ -234,3 +234,13 @@ def test_at_most_two_tensors_are_in_memory_at_once(repo, monkeypatch):
     d = diff_commits(repo, ca, cb)
     assert d.summary.counts["changed"] == 6 and len(most) == 12
     assert max(most) == 1  # A's tensor while B's is read; both dropped before the next pair
+
+
+def test_non_finite_weights_give_nan_not_made_up_numbers() -> None:
+    a = torch.tensor([1.0, 2.0, 3.0])
+    nan = tensor_stats(a, torch.tensor([1.0, float("nan"), 3.0]))
+    assert math.isnan(nan.max_abs_diff) and math.isnan(nan.cosine) and math.isnan(nan.relative_l2)
+    inf = tensor_stats(a, torch.tensor([1.0, float("inf"), 3.0]))
+    assert inf.max_abs_diff == math.inf and math.isnan(inf.cosine) and inf.relative_l2 == math.inf
+    both = tensor_stats(torch.tensor([float("inf")]), torch.tensor([float("inf")]))
+    assert math.isnan(both.max_abs_diff) and math.isnan(both.cosine)

@@ -71,10 +71,13 @@ _SLOW_INIT = """
 import sys, time
 from rewardkit.store import repository
 
-def slow_write(*args):
-    print("about to write config.json", flush=True)
-    time.sleep(60)
-repository._write_atomically = slow_write
+write = repository.write_atomically
+def slow_write(path, data):
+    if path.name == "config.json":
+        print("about to write config.json", flush=True)
+        time.sleep(60)
+    write(path, data)
+repository.write_atomically = slow_write
 repository.Repository.init(sys.argv[1])
 """
 

@@ -184,3 +184,53 @@ def test_damaged_head_is_reported(repo: Repository) -> None:
 def test_reflog_of_unknown_ref(repo: Repository) -> None:
     with pytest.raises(RefError, match="no ref named 'x' has ever existed"):
         repo.reflog("x")
+
+
+def test_revert_of_an_older_commit_keeps_later_work(repo: Repository) -> None:
+    """git revert: undo only what REF changed; a later change to another tensor stays."""
+    base = {"body": torch.zeros(3), "head": torch.zeros(1)}
+    repo.commit_tensors(base, {}, "v0", metrics={"test/accuracy": 0.5})
+    v1 = repo.commit_tensors(base | {"body": torch.ones(3)}, {}, "v1: body")
+    repo.commit_tensors({"body": torch.ones(3), "head": torch.ones(1)}, {}, "v2: head", metrics={"test/accuracy": 0.7})
+    reverted = repo.revert(v1.id)
+    tensors = repo.load_tensors("HEAD")
+    assert torch.equal(tensors["body"], torch.zeros(3)) and torch.equal(tensors["head"], torch.ones(1))
+    assert reverted.metrics == {} and reverted.params == {"revert": {"reverted": v1.id, "restored": v1.parent}}
+    assert reverted.message.startswith('Revert "v1: body"')
+
+
+def test_revert_refuses_a_conflict_and_a_merge(repo: Repository, snapshot) -> None:
+    repo.commit_tensors({"w": torch.zeros(2)}, {}, "v0")
+    v1 = repo.commit_tensors({"w": torch.ones(2)}, {}, "v1")
+    repo.commit_tensors({"w": torch.full((2,), 2.0)}, {}, "v2 changes w again")
+    before = snapshot(repo)
+    with pytest.raises(StoreError, match=r"HEAD changed 1 of the entries it changed since \(w\)"):
+        repo.revert(v1.id)
+    merge = repo.commit_manifest(v1.manifest_id, "merge", parents=[repo.resolve("HEAD").id, v1.id])
+    with pytest.raises(StoreError, match="it is a merge"):
+        repo.revert(merge.id)
+    assert snapshot(repo)[1] == before[1]  # the refused reverts wrote no object
+
+
+def test_concurrent_switches_never_collide(repo: Repository) -> None:
+    """Two `switch` at once each write HEAD through their own temp file: no crash, HEAD always valid."""
+    import threading
+
+    _commit(repo, 0, "c0")
+    repo.create_branch("a")
+    errors: list[BaseException] = []
+
+    def flip(name: str) -> None:
+        try:
+            for _ in range(100):
+                repo.switch(name)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flip, args=(n,)) for n in ("a", "main", "a", "main")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and repo.current_branch() in {"a", "main"}
+    assert not [p for p in repo.path.iterdir() if p.name.startswith(".tmp-")]

@@ -266,7 +266,7 @@ def tensor_stats(a: torch.Tensor, b: torch.Tensor) -> TensorStats:
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     fa, fb = a.reshape(-1), b.reshape(-1)
-    sum_aa = sum_bb = sum_dd = 0.0
+    sum_aa = sum_bb = sum_dd = sum_ab = 0.0
     max_abs = 0.0
     for start in range(0, fa.numel(), CHUNK):
         x = fa[start : start + CHUNK].to(torch.float64)
@@ -275,17 +275,20 @@ def tensor_stats(a: torch.Tensor, b: torch.Tensor) -> TensorStats:
         sum_aa += float(x @ x)
         sum_bb += float(y @ y)
         sum_dd += float(d @ d)
-        low, high = torch.aminmax(d)
-        max_abs = max(max_abs, -float(low), float(high))
-    sum_ab = (sum_aa + sum_bb - sum_dd) / 2  # ⟨A, B⟩; its rounding is relative to ‖A‖‖B‖, harmless for the cosine
+        sum_ab += float(x @ y)
+        chunk_max = float(d.abs().max())  # NaN if any difference is NaN (inf − inf included)
+        if not math.isnan(max_abs) and (math.isnan(chunk_max) or chunk_max > max_abs):
+            max_abs = chunk_max
     norm_a, norm_b, norm_diff = math.sqrt(sum_aa), math.sqrt(sum_bb), math.sqrt(sum_dd)
     if norm_a > 0:
-        relative = norm_diff / norm_a
+        relative = norm_diff / norm_a  # inf or NaN when B holds non-finite values
     else:
         relative = math.inf if norm_diff > 0 else 0.0
-    cosine = sum_ab / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else None
-    if cosine is not None:
-        cosine = min(1.0, max(-1.0, cosine))  # rounding can step past ±1
+    cosine: float | None = None
+    if not all(math.isfinite(v) for v in (sum_aa, sum_bb, sum_ab)):
+        cosine = math.nan  # a non-finite weight: no angle to report, and never a made-up ±1
+    elif norm_a > 0 and norm_b > 0:
+        cosine = min(1.0, max(-1.0, sum_ab / (norm_a * norm_b)))  # rounding can step past ±1
     return TensorStats(norm_a=norm_a, norm_diff=norm_diff, relative_l2=relative, cosine=cosine,
                        max_abs_diff=max_abs)
 

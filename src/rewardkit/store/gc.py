@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 
 from rewardkit.errors import StoreError
+from rewardkit.store.atomic import TMP_PREFIX
 from rewardkit.store.commits import Commit
 from rewardkit.store.db import commits_table, reflog_table, refs_table, transaction
 from rewardkit.store.lock import FileLock, sigterm_raises
@@ -41,7 +42,6 @@ from rewardkit.store.repository import Repository
 #: Objects and commits younger than this are never collected (seconds): 2 hours, as git's
 #: ``gc.pruneExpire`` is 2 weeks for a tool whose writes take milliseconds, not weeks.
 DEFAULT_GRACE_S = 7200.0
-TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def _remove_commits(repo: Repository, ids: list[str]) -> None:
 
 def temp_files(path: Path, objects: ObjectStore) -> list[Path]:
     """Every ``.tmp-*`` file in the repository folder ``path`` and in the object fan-out folders, sorted."""
-    return sorted([*path.glob(f"{TEMP_PREFIX}*"), *objects.root.glob(f"*/{TEMP_PREFIX}*")])
+    return sorted([*path.glob(f"{TMP_PREFIX}*"), *objects.root.glob(f"*/{TMP_PREFIX}*")])
 
 
 def _stale_temp_files(repo: Repository, cutoff: float) -> list[Path]:

@@ -52,10 +52,10 @@ import torch
 import zstandard
 
 from rewardkit.errors import StoreError
+from rewardkit.store.atomic import TMP_PREFIX, fsync_dir
 from rewardkit.store.lock import FileLock, sigterm_raises
 
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
-_TMP_PREFIX = ".tmp-"
 _HEADER_MAX = 4096
 LOCK_FILE = ".lock"
 #: An existing object up to this size is re-read and compared before dedup reuses it (bytes).
@@ -748,7 +748,7 @@ class ObjectStore:
             return
         encoded = self._encode(id, header, payload, delta_base)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 if encoded is None:
@@ -773,7 +773,7 @@ class ObjectStore:
                   file=sys.stderr, flush=True)
         elif self._created is not None:
             self._created.append(id)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _touch(self, id: str) -> None:
         """Mark a reused object (and what it needs) as just written, as git does on dedup.
@@ -796,7 +796,7 @@ class ObjectStore:
         """Remove ``.tmp-*`` files older than :data:`TMP_GRACE_S` (left by killed writers)."""
         cutoff = time.time() - TMP_GRACE_S
         for fan in self.root.iterdir():
-            for tmp in fan.glob(f"{_TMP_PREFIX}*") if fan.is_dir() else ():
+            for tmp in fan.glob(f"{TMP_PREFIX}*") if fan.is_dir() else ():
                 with suppress(OSError):
                     if tmp.stat().st_mtime < cutoff:
                         tmp.unlink()
@@ -816,15 +816,3 @@ class ObjectStore:
 
 
 _RESTORE = "restore the file from a copy of the repository or re-commit the model"
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

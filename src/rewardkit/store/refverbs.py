@@ -9,12 +9,14 @@ committed is lost by any of these verbs.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rewardkit.errors import RefError, StoreError
+from rewardkit.store.atomic import write_atomically
 from rewardkit.store.gates import check_gates
+from rewardkit.store.manifest import Manifest
 from rewardkit.store.refs import (
     ALIASES,
     HEAD,
@@ -30,9 +32,11 @@ from rewardkit.store.refs import (
 
 if TYPE_CHECKING:
     from rewardkit.store.commits import Commit, CommitStore
+    from rewardkit.store.objects import ObjectStore
 
 HEAD_FILE = "HEAD"
 DEFAULT_BRANCH = "main"
+V = TypeVar("V")
 
 
 class RefVerbs:
@@ -41,10 +45,12 @@ class RefVerbs:
     path: Path
     refs: Refs
     commits: CommitStore
+    objects: ObjectStore
 
     if TYPE_CHECKING:
         def resolve(self, ref: str) -> Commit: ...  # noqa: D102 (Repository's)
         def commit_manifest(self, manifest_id: str, message: str, **kwargs: object) -> Commit: ...  # noqa: D102
+        def manifest(self, commit: Commit | str) -> Manifest: ...  # noqa: D102
 
     def current_branch(self) -> str:
         """Return the short name of the current branch (from ``HEAD``; ``main`` if missing).
@@ -201,26 +207,49 @@ class RefVerbs:
         return old, target
 
     def revert(self, ref: str = HEAD, message: str | None = None, *, author: str | None = None) -> Commit:
-        """Commit, on the current branch, the model of the parent of the commit ``ref`` names.
+        """Commit, on the current branch, a model that undoes what the commit ``ref`` changed (``git revert``).
 
-        The new commit's tensors and files are the parent's (no object is written), and so
-        are its params and metrics, which describe that model; ``params["revert"]`` records
-        what was reverted. History is kept: the reverted commit stays reachable.
+        Three-way, tensor by tensor and file by file (no tensor is read or written): where
+        ``ref`` changed an entry and the current head still holds ``ref``'s version, the
+        parent's version comes back (an added entry goes away, a removed one returns); entries
+        ``ref`` did not change keep the head's version. Reverting the head itself therefore
+        restores its parent's model exactly, and then the parent's params and metrics, which
+        describe that model, are copied; otherwise the new commit has no metrics (evaluate it).
+        ``params["revert"]`` records what was reverted; the reverted commit stays reachable.
 
         Raises:
             RefError: If ``ref`` names no commit.
-            StoreError: If the commit has no parent (a root commit), or the branch moved.
+            StoreError: If the commit has no parent (a root commit), is a merge, the head has
+                changed an entry since ``ref`` changed it (a conflict: the message names
+                them), or the branch moved.
         """
         reverted = self.resolve(ref)
         if reverted.parent is None:
             raise StoreError(f"cannot revert {reverted.id[:10]}: it is a root commit, there is no earlier model")
+        if len(reverted.parents) > 1:
+            raise StoreError(f"cannot revert {reverted.id[:10]}: it is a merge; `rewardkit reset` to one of its "
+                             "parents instead")
         restored = self.commits.get(reverted.parent)
+        head = self.resolve(HEAD)
+        mine, theirs, now = (self.manifest(c) for c in (reverted, restored, head))
+        tensors, conflicts = _three_way(now.tensors, mine.tensors, theirs.tensors)
+        files, file_conflicts = _three_way(now.files, mine.files, theirs.files)
+        if conflicts or file_conflicts:
+            names = [*conflicts, *file_conflicts]
+            raise StoreError(
+                f"cannot revert {reverted.id[:10]}: HEAD changed {len(names)} of the entries it changed since "
+                f"({', '.join(names[:5])}{', …' if len(names) > 5 else ''}); `rewardkit reset` or commit by hand"
+            )
+        manifest_id = Manifest(tensors=tensors, files=files).store(self.objects)
         summary = reverted.message.strip().splitlines()[0]
-        params = dict(restored.params or {}) | {"revert": {"reverted": reverted.id, "restored": restored.id}}
+        record = {"revert": {"reverted": reverted.id, "restored": restored.id}}
+        exact = manifest_id == restored.manifest_id
         return self.commit_manifest(
-            restored.manifest_id, message or f'Revert "{summary}"\n\nThis restores the model of {restored.id}.',
-            author=author, params=params, metrics=restored.metrics, data_fingerprint=restored.data_fingerprint,
-            backbone=restored.backbone, reflog_action="revert",
+            manifest_id, message or f'Revert "{summary}"\n\nThis reverts commit {reverted.id}.', author=author,
+            params=(dict(restored.params or {}) if exact else {}) | record,
+            metrics=restored.metrics if exact else None,
+            data_fingerprint=restored.data_fingerprint if exact else None,
+            backbone=(restored if exact else head).backbone, reflog_action="revert",
         )
 
     def reflog(self, ref: str | None = None) -> list[ReflogEntry]:
@@ -255,10 +284,23 @@ class RefVerbs:
 
 
 def write_head(repo: Path, branch: str) -> None:
-    """Write ``<repo>/HEAD`` naming ``branch``, atomically (temp file, fsync, rename)."""
-    tmp = repo / f".tmp-{HEAD_FILE}"
-    with open(tmp, "w") as f:
-        f.write(f"ref: {HEADS}{branch}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, repo / HEAD_FILE)
+    """Write ``<repo>/HEAD`` naming ``branch``, atomically."""
+    write_atomically(repo / HEAD_FILE, f"ref: {HEADS}{branch}\n")
+
+
+def _three_way(head: Mapping[str, V], reverted: Mapping[str, V], parent: Mapping[str, V]
+               ) -> tuple[dict[str, V], list[str]]:
+    """Undo, in ``head``, the change from ``parent`` to ``reverted``; return the result and the conflicts."""
+    out = dict(head)
+    conflicts = []
+    for name in sorted({*reverted, *parent}):
+        was, made, now = parent.get(name), reverted.get(name), head.get(name)
+        if was == made or now == was:
+            continue  # not changed by the reverted commit, or already undone
+        if now != made:
+            conflicts.append(name)
+        elif was is None:
+            del out[name]
+        else:
+            out[name] = was
+    return out, conflicts

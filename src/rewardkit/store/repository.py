@@ -29,6 +29,7 @@ from sqlalchemy import URL, or_, update
 
 from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
+from rewardkit.store.atomic import TMP_PREFIX, write_atomically
 from rewardkit.store.commits import Commit, CommitStore
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
 from rewardkit.store.modeldir import MAX_SHARD_SIZE, read_model_dir, write_model_dir, write_weights
@@ -125,6 +126,8 @@ class Repository(RefVerbs):
         if db_url is None:  # an interrupted init's database holds nothing worth keeping
             for name in DB_FILES:
                 (path / name).unlink(missing_ok=True)
+        for leftover in path.glob(f"{TMP_PREFIX}*") if path.is_dir() else ():  # of the interrupted init
+            leftover.unlink(missing_ok=True)
         (path / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
         if db_url is not None:
@@ -132,7 +135,7 @@ class Repository(RefVerbs):
         repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
         try:
             write_head(path, DEFAULT_BRANCH)
-            _write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+            write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         except BaseException:
             repo.close()
             raise
@@ -199,7 +202,7 @@ class Repository(RefVerbs):
                              .values({column.name: HEADS + column}))
         if not (self.path / HEAD_FILE).is_file():
             write_head(self.path, DEFAULT_BRANCH)
-        _write_atomically(self.path / CONFIG_FILE, json.dumps(config | {"version": FORMAT_VERSION}, indent=2) + "\n")
+        write_atomically(self.path / CONFIG_FILE, json.dumps(config | {"version": FORMAT_VERSION}, indent=2) + "\n")
 
     @classmethod
     def discover(cls, path: str | Path | None = None) -> Repository:
@@ -585,17 +588,9 @@ def _count_objects(folder: Path) -> int:
 
 def _is_unfinished_init(path: Path) -> bool:
     """True if ``path`` holds only what an interrupted ``init`` leaves, and no object."""
-    allowed = {OBJECTS_DIR, f".tmp-{CONFIG_FILE}", HEAD_FILE, f".tmp-{HEAD_FILE}", *DB_FILES}
-    return all(p.name in allowed for p in path.iterdir()) and _count_objects(path / OBJECTS_DIR) == 0
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    allowed = {OBJECTS_DIR, HEAD_FILE, *DB_FILES}
+    only_init = all(p.name in allowed or p.name.startswith(TMP_PREFIX) for p in path.iterdir())
+    return only_init and _count_objects(path / OBJECTS_DIR) == 0
 
 
 def _shown(url: URL) -> str:
