@@ -57,7 +57,7 @@ class ModelSource:
     def folder(self) -> Path:
         """The model folder; for a commit, its config and tokenizer files only."""
         if isinstance(self._model, Commit):
-            return self._repo.checkout(self._model.id, self._scratch / "model", weights=False)
+            return self._repo.checkout(self._model, self._scratch / "model", weights=False)
         return Path(self._model)
 
     def tokenizer(self) -> Any:
@@ -82,7 +82,7 @@ class ModelSource:
         if not isinstance(self._model, Commit):
             return TextRewardModel.load(self.folder)
         # laid out as a checkout's weights file maps, but in memory (same kernels, same bits)
-        state_dict = map_like_weights_file(self._repo.load_tensors(self._model.id))
+        state_dict = map_like_weights_file(self._repo.load_tensors(self._model))
         with self._naming_commit():
             return TextRewardModel.load(self.folder, state_dict=state_dict)
 
@@ -101,13 +101,21 @@ class ModelSource:
 
 
 @contextmanager
-def open_model(model: str | Path | TextRewardModel, repo: Repository | None = None) -> Iterator[ModelSource]:
-    """Resolve a model given as an object, a folder or a ref, without loading it (see :class:`ModelSource`).
+def open_model(
+    model: str | Path | TextRewardModel | Commit, repo: Repository | None = None
+) -> Iterator[ModelSource]:
+    """Resolve a model given as an object, a folder, a ref or a commit, without loading it (see :class:`ModelSource`).
+
+    A :class:`~rewardkit.store.Commit` need not be stored yet (a merge evaluates its model
+    before committing it); its manifest and objects must be.
 
     Raises:
         RefError: Not a folder and not a ref of the repository.
     """
     with tempfile.TemporaryDirectory(prefix="rewardkit-") as scratch:
+        if isinstance(model, Commit):
+            yield ModelSource(model, model.id[:10], repo or Repository.discover(), Path(scratch))
+            return
         if isinstance(model, TextRewardModel) or Path(model).is_dir():
             source = model if isinstance(model, TextRewardModel) else Path(model)
             yield ModelSource(source, str(model), None, Path(scratch))

@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import evaluate, repo, train
+from rewardkit.cli import evaluate, merge, repo, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -27,6 +27,7 @@ app.command()(repo.commit)
 app.command()(repo.log)
 app.command()(repo.show)
 app.command()(repo.checkout)
+app.command()(merge.merge)
 
 
 DEBUG_ENV = "REWARDKIT_DEBUG"  # set to 1 to see the traceback of an unexpected error

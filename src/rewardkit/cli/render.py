@@ -23,6 +23,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rewardkit.evaluation import EvalReport
     from rewardkit.store import Commit
+    from rewardkit.store.merge import MergePlan
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -134,3 +135,20 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     if config:
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
     return table
+
+
+# -- merge -----------------------------------------------------------------------------
+
+
+def merge_summary(plan: MergePlan, commit: Commit | None) -> str:
+    """Git's words: "Already up to date.", "Fast-forward", or the merge commit and what each tensor did."""
+    if plan.kind == "up-to-date":
+        return "Already up to date."
+    if plan.kind == "fast-forward":
+        return f"Updating {plan.head[:10]}..{(plan.target or '')[:10]}\nFast-forward {plan.branch}"
+    counts = plan.counts()
+    first = (commit.message if commit else "").partition("\n")[0]
+    return (f"[{plan.branch} {commit.id[:10] if commit else '?'}] {first}\n"
+            f"Merge made by the '{plan.strategy}' strategy from base {(plan.base or '')[:10]}: "
+            f"{counts['combined']} tensors combined, {counts['taken']} taken from one side, "
+            f"{counts['kept']} unchanged, {counts['deleted']} deleted")
