@@ -148,7 +148,8 @@ def merge_summary(plan: MergePlan, commit: Commit | None) -> str:
         return f"Updating {plan.head[:10]}..{(plan.target or '')[:10]}\nFast-forward {plan.branch}"
     counts = plan.counts()
     first = (commit.message if commit else "").partition("\n")[0]
+    deleted = f", {counts['deleted']} deleted" if counts["deleted"] else ""
     return (f"[{plan.branch} {commit.id[:10] if commit else '?'}] {first}\n"
-            f"Merge made by the '{plan.strategy}' strategy from base {(plan.base or '')[:10]}: "
-            f"{counts['combined']} tensors combined, {counts['taken']} taken from one side, "
-            f"{counts['kept']} unchanged, {counts['deleted']} deleted")
+            f"Merge made by the '{plan.strategy}' strategy from base {(plan.base or '')[:10]}.\n"
+            f"tensors: {counts['combined']} combined, {counts['taken']} taken from one side, "
+            f"{counts['kept']} unchanged{deleted}")

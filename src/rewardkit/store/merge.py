@@ -273,7 +273,7 @@ def write_merge(repo: Repository, plan: MergePlan, *, progress: bool = False) ->
     """Write the combined tensors and the merged manifest; return the manifest id.
 
     Streams: for each combined tensor, the base's and the changed sides' objects are read
-    (re-hashed), combined in float64, stored, and dropped before the next. Call it inside
+    (re-hashed), combined (in float32, float64 for float64 tensors), stored, and dropped before the next. Call it inside
     ``repo.objects.undo_on_error()`` so a failure deletes what it wrote.
 
     Raises:

@@ -2,8 +2,8 @@ r"""Merge strategies: pure functions combining one tensor's versions in weight s
 
 Every strategy takes the tensor at the merge-base (``base``) and its versions on the sides
 being merged (``sides``, HEAD's first), all of one shape and floating dtype, and returns
-the merged tensor in that dtype. The arithmetic runs in float64 and is cast back once, so a
-bf16 or fp16 model loses no more than one rounding. Most are written over task vectors
+the merged tensor in that dtype. The arithmetic runs in float32 (float64 for a float64
+tensor) and is cast back once, so a bf16 or fp16 model loses no more than one rounding. Most are written over task vectors
 :math:`\delta_i = \theta_i - \theta_\text{base}` (Ilharco et al. 2023).
 
 The store (:mod:`rewardkit.store.merge`) calls a strategy only for a tensor that changed on
@@ -32,7 +32,6 @@ TIES_DENSITY = 0.2
 #: Default kept fraction for DARE, i.e. drop rate p = 0.5 (Yu et al. 2024 use p up to 0.9 on
 #: 7B+ models; smaller models tolerate less dropping).
 DARE_DENSITY = 0.5
-_WORK_DTYPE = torch.float64
 
 
 def average(sides: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -111,8 +110,8 @@ def ties(
     trimmed = torch.stack([wi * _trim(_work(t) - b, density) for wi, t in zip(w, sides, strict=True)])
     elected = torch.sign(trimmed.sum(dim=0))
     agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
-    w_agree = (agree * torch.tensor(w, dtype=_WORK_DTYPE).reshape(-1, *[1] * b.dim())).sum(dim=0)
-    tau = torch.where(agree, trimmed, 0).sum(dim=0) / w_agree.clamp(min=1e-300)
+    w_agree = (agree * torch.tensor(w, dtype=b.dtype).reshape(-1, *[1] * b.dim())).sum(dim=0)
+    tau = torch.where(agree, trimmed, 0).sum(dim=0) / w_agree.clamp(min=torch.finfo(b.dtype).tiny)
     return _cast(b + lam * torch.where(w_agree > 0, tau, 0), base)
 
 
@@ -153,7 +152,7 @@ def dare(
     b = _work(base)
     delta = torch.zeros_like(b)
     for i, (wi, t) in enumerate(zip(w, sides, strict=True)):
-        keep = torch.rand(b.shape, generator=dare_generator(seed, name, i), dtype=_WORK_DTYPE) < density
+        keep = torch.rand(b.shape, generator=dare_generator(seed, name, i)) < density
         delta += wi * torch.where(keep, _work(t) - b, 0) / density
     return _cast(b + lam * delta, base)
 
@@ -247,20 +246,21 @@ def _check_fraction(what: str, value: float) -> None:
 
 
 def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """``delta`` with all but its ``ceil(density * n)`` largest-magnitude entries zeroed."""
+    """``delta`` with all but its ``ceil(density * n)`` largest-magnitude entries zeroed (ties broken arbitrarily)."""
     k = math.ceil(density * delta.numel())
     if k >= delta.numel():
         return delta
     flat = delta.reshape(-1)
     keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[flat.abs().topk(k).indices] = True
+    keep[flat.abs().topk(k, sorted=False).indices] = True
     return torch.where(keep, flat, 0).reshape(delta.shape)
 
 
 def _work(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the dtype the arithmetic runs in: float32, or float64 for a float64 tensor."""
     if not t.is_floating_point():
         raise StoreError(f"cannot merge a {t.dtype} tensor in weight space; only floating-point tensors merge")
-    return t.to(_WORK_DTYPE)
+    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
 
 
 def _cast(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
