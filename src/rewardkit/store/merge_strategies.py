@@ -3,8 +3,8 @@ r"""Merge strategies: pure functions combining one tensor's versions in weight s
 Every strategy takes the tensor at the merge-base (``base``) and its versions on the sides
 being merged (``sides``, HEAD's first), all of one shape and floating dtype, and returns
 the merged tensor in that dtype. The arithmetic runs in float32 (float64 for a float64
-tensor) and is cast back once, so a bf16 or fp16 model loses no more than one rounding. Most are written over task vectors
-:math:`\delta_i = \theta_i - \theta_\text{base}` (Ilharco et al. 2023).
+tensor) and is cast back once, so a bf16 or fp16 model loses no more than one rounding.
+Most are written over task vectors :math:`\delta_i = \theta_i - \theta_\text{base}` (Ilharco et al. 2023).
 
 The store (:mod:`rewardkit.store.merge`) calls a strategy only for a tensor that changed on
 several sides, with only those sides; a tensor changed on one side is taken from it as is,
