@@ -28,6 +28,10 @@ class RefError(StoreError):
     """A ref (branch, ``branch~N``, commit-id prefix) does not resolve to exactly one commit."""
 
 
+class RefMovedError(StoreError):
+    """A ref moved between the caller's read and its compare-and-swap (another process wrote it)."""
+
+
 class ModelError(RewardkitError):
     """A backbone or model folder is missing or cannot be loaded."""
 

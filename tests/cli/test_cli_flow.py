@@ -67,6 +67,7 @@ def test_main_tilde_and_second_commit_dedups_unchanged_tensors(cli, tmp_path, ti
 
 
 def test_help_for_every_command(cli):
-    for command in ("init", "train", "eval", "score", "commit", "log", "show", "checkout"):
+    for command in ("init", "train", "eval", "score", "commit", "log", "show", "checkout", "branch", "switch", "tag",
+                    "alias", "reset", "revert", "reflog"):
         code, out, _ = cli(command, "--help")
         assert code == 0 and "Usage" in out

@@ -44,7 +44,7 @@ def model_dir(tmp_path: Path) -> Path:
 def snapshot(repo: Repository) -> tuple[object, ...]:
     """Everything a failed operation must leave unchanged."""
     objects = sorted(str(p.relative_to(repo.path)) for p in (repo.path / "objects").rglob("*"))
-    return (repo.branches(), objects, repo.commits.count(), repo.refs.reflog("main"))
+    return (repo.branches(), objects, repo.commits.count(), repo.refs.reflog("refs/heads/main"))
 
 
 # Test modules get the helpers as fixtures: tests/ is not a package, so they cannot import them.

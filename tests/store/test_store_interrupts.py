@@ -106,7 +106,7 @@ def test_a_killed_init_is_finished_by_init(tmp_path: Path) -> None:
     with Repository.open(path) as repo:
         assert repo.commits.count() == 0
         repo.commit_tensors({"w": torch.ones(2)}, {}, "first")
-    assert json.loads((path / "config.json").read_text()) == {"format": "rewardkit", "version": 1}
+    assert json.loads((path / "config.json").read_text()) == {"format": "rewardkit", "version": 2}
     assert not (path / ".tmp-config.json").exists()
 
 

@@ -42,6 +42,14 @@ def commit(repo: Repository, branch: str, message: str, files: dict[str, bytes] 
 
 
 @pytest.fixture
+def snapshot(snapshot):
+    """The conftest snapshot plus every ref, every reflog entry and HEAD: what a refused merge must not change."""
+    def everything(repo: Repository) -> tuple[object, ...]:
+        return snapshot(repo), repo.all_refs(), repo.reflog(), (repo.path / "HEAD").read_bytes()
+    return everything
+
+
+@pytest.fixture
 def forked(repo: Repository) -> tuple[Repository, str]:
     """main: base; branches a and b forked from it."""
     base = commit(repo, "main", "base")
@@ -102,6 +110,7 @@ def test_one_side_and_both_side_changes(forked, monkeypatch) -> None:
     assert recipe["sides"] == [{"ref": "a", "commit": a}, {"ref": "b", "commit": b}]
     assert recipe["tensors"] == {"kept": 2, "taken": 1, "combined": 1, "deleted": 0}
     assert merged.message == "merge b into a (average)"
+    assert repo.reflog("a")[-1].message == "merge: merge b into a (average)"
 
 
 def test_three_branches_ties_weights_and_lambda_are_recorded(forked) -> None:
@@ -128,7 +137,7 @@ def test_fast_forward_moves_the_branch_without_a_commit(forked) -> None:
     assert plan.kind == "fast-forward" and plan.target == a
     fast_forward(repo, plan)
     assert repo.branches()["main"] == a and repo.commits.count() == n
-    assert "Fast-forward" in repo.reflog("main")[-1].message
+    assert repo.reflog("main")[-1].message == "merge a: Fast-forward"
 
 
 def test_already_merged_changes_nothing(forked, snapshot) -> None:

@@ -17,31 +17,31 @@ def _commits(repo: Repository, n: int) -> list[Commit]:
 
 def test_set_ref_compare_and_swap(repo: Repository) -> None:
     c1, c2 = _commits(repo, 2)  # main: c1 -> c2
-    with pytest.raises(StoreError, match=f"ref main moved: expected {c1.id}, found {c2.id}"):
-        repo.refs.set_ref("main", c1.id, c1.id)
-    with pytest.raises(StoreError, match="ref main moved: expected \\(no ref\\)"):
-        repo.refs.set_ref("main", c1.id, None)
-    repo.refs.set_ref("exp", c1.id, None)  # create
-    repo.refs.set_ref("exp", c2.id, c1.id)  # move
-    repo.refs.set_ref("exp", c1.id, ANY, "reset")  # plain set
-    repo.refs.set_ref("exp", None, c1.id)  # delete
+    with pytest.raises(StoreError, match=f"branch main moved: expected {c1.id}, found {c2.id}"):
+        repo.refs.set_ref("refs/heads/main", c1.id, c1.id)
+    with pytest.raises(StoreError, match="branch main moved: expected \\(no ref\\)"):
+        repo.refs.set_ref("refs/heads/main", c1.id, None)
+    repo.refs.set_ref("refs/heads/exp", c1.id, None)  # create
+    repo.refs.set_ref("refs/heads/exp", c2.id, c1.id)  # move
+    repo.refs.set_ref("refs/heads/exp", c1.id, ANY, "reset")  # plain set
+    repo.refs.set_ref("refs/heads/exp", None, c1.id)  # delete
     assert repo.branches() == {"main": c2.id}
-    assert [(e.old, e.new, e.message) for e in repo.refs.reflog("exp")] == [
+    assert [(e.old, e.new, e.message) for e in repo.refs.reflog("refs/heads/exp")] == [
         (None, c1.id, ""),
         (c1.id, c2.id, ""),
         (c2.id, c1.id, "reset"),
         (c1.id, None, ""),
     ]
-    assert [e.message for e in repo.refs.reflog("main")] == ["commit: commit 0", "commit: commit 1"]
+    assert [e.message for e in repo.refs.reflog("refs/heads/main")] == ["commit: commit 0", "commit: commit 1"]
 
 
 def test_set_ref_refuses_unknown_commits_and_bad_names(repo: Repository) -> None:
     with pytest.raises(StoreError, match="no such commit"):
-        repo.refs.set_ref("main", "f" * 64, None)
+        repo.refs.set_ref("refs/heads/main", "f" * 64, None)
     (c,) = _commits(repo, 1)
     for bad in ["", "-x", "a..b", "a~1", "a b", "x/", ".hidden", "a:b"]:
         with pytest.raises(RefError, match="invalid branch name"):
-            repo.refs.set_ref(bad, c.id, ANY)
+            repo.refs.set_ref("refs/heads/" + bad, c.id, ANY)
 
 
 @pytest.mark.parametrize("stale", ["none", "old"])
@@ -56,23 +56,23 @@ def test_swap_refuses_a_move_between_read_and_write(
     else:  # main is at c3, the re-read saw c2
         monkeypatch.setattr(repo.refs, "get", lambda name, conn=None: c2.id)
         expected = c2.id
-    with pytest.raises(StoreError, match="ref main moved"):
-        repo.refs.set_ref("main", c1.id, expected)
+    with pytest.raises(StoreError, match="branch main moved"):
+        repo.refs.set_ref("refs/heads/main", c1.id, expected)
     monkeypatch.undo()
     assert repo.branches() == {"main": c3.id}
-    assert len(repo.refs.reflog("main")) == 3
+    assert len(repo.refs.reflog("refs/heads/main")) == 3
 
 
 def test_concurrent_compare_and_swap_has_one_winner(repo: Repository) -> None:
     commits = _commits(repo, 9)
-    repo.refs.set_ref("race", commits[0].id, None)
-    start = repo.refs.get("race")
+    repo.refs.set_ref("refs/heads/race", commits[0].id, None)
+    start = repo.refs.get("refs/heads/race")
     results: list[str] = []
 
     def worker(target: str) -> None:
         with Repository.open(repo.path) as other:  # own engine, own connections
             try:
-                other.refs.set_ref("race", target, start)
+                other.refs.set_ref("refs/heads/race", target, start)
                 results.append("won")
             except StoreError:
                 results.append("lost")
@@ -83,7 +83,7 @@ def test_concurrent_compare_and_swap_has_one_winner(repo: Repository) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == ["lost"] * 7 + ["won"]
-    assert repo.refs.get("race") in {c.id for c in commits[1:]}
+    assert repo.refs.get("refs/heads/race") in {c.id for c in commits[1:]}
 
 
 def test_resolve_branch_ancestry_and_ids(repo: Repository) -> None:
@@ -107,7 +107,7 @@ def test_unknown_refs_say_what_exists(repo: Repository) -> None:
         repo.resolve("main")
     _commits(repo, 1)
     with pytest.raises(
-        RefError, match=r"unknown ref 'dev': not a branch or commit id \(branches: main\)$"
+        RefError, match=r"unknown ref 'dev': not a branch, tag, alias or commit id \(branches: main\)$"
     ):
         repo.resolve("dev")
     with pytest.raises(RefError, match="at least 4 hex characters"):

@@ -14,7 +14,7 @@ from rewardkit.store import Repository
 def test_init_open_discover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "r"
     Repository.init(path).close()
-    assert json.loads((path / "config.json").read_text()) == {"format": "rewardkit", "version": 1}
+    assert json.loads((path / "config.json").read_text()) == {"format": "rewardkit", "version": 2}
     assert (path / "objects").is_dir() and (path / "meta.db").is_file()
     with pytest.raises(StoreError, match="already exists"):
         Repository.init(path)
@@ -69,7 +69,7 @@ def test_commit_log_show_round_trip(
     assert m.tensors["head.weight"].dtype == "BF16" and m.tensors["embed.weight"].shape == (10, 4)
     assert repo.manifest("main~1") == m
     assert repo.branches() == {"main": c2.id}
-    assert repo.refs.reflog("main")[-1].message == "commit: retrain"
+    assert repo.refs.reflog("refs/heads/main")[-1].message == "commit: retrain"
 
 
 def test_branches_are_independent(repo: Repository, tiny_tensors, write_model, snapshot) -> None:
@@ -214,13 +214,13 @@ def test_commit_refused_when_branch_moves_meanwhile(
     put_blob = repo.objects.put_blob
 
     def racing_put_blob(data: bytes, **kwargs: bool) -> str:  # another process moves main mid-commit
-        repo.refs.set_ref("main", other.id, first.id, "someone else")
+        repo.refs.set_ref("refs/heads/main", other.id, first.id, "someone else")
         monkeypatch.setattr(repo.objects, "put_blob", put_blob)
         return put_blob(data, **kwargs)
 
     monkeypatch.setattr(repo.objects, "put_blob", racing_put_blob)
     commits_before, objects_before = repo.commits.count(), object_paths(repo)
-    with pytest.raises(StoreError, match=f"ref main moved: expected {first.id}, found {other.id}"):
+    with pytest.raises(StoreError, match=f"branch main moved: expected {first.id}, found {other.id}"):
         repo.commit_tensors(tiny_tensors(2), {"a.txt": b"new"}, "mine")
     assert repo.branches()["main"] == other.id
     assert repo.commits.count() == commits_before  # commit row rolled back with the ref move

@@ -125,8 +125,8 @@ def open_model(
 
 
 def commit(
-    model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str = "main",
-    verify_existing: bool = False,
+    model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str | None = None,
+    verify_existing: bool = False, retry: bool = False,
 ) -> Commit:
     """Commit a saved text reward model folder on ``branch``.
 
@@ -139,9 +139,10 @@ def commit(
         model_dir: The folder.
         message: The commit message.
         repo: The repository; discovered when None.
-        branch: The branch the commit advances.
+        branch: The branch the commit advances; default the current branch.
         verify_existing: Re-hash every object the commit reuses, however large (see
             :meth:`rewardkit.store.Repository.commit_dir`).
+        retry: If another process moved the branch meanwhile, commit on top of its new head.
 
     Raises:
         ModelError: The folder is not such a model; the message says why.
@@ -149,4 +150,4 @@ def commit(
     """
     check_reward_model_dir(model_dir)
     return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch,
-                                                    verify_existing=verify_existing)
+                                                    verify_existing=verify_existing, retry=retry)

@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import evaluate, merge, repo, train
+from rewardkit.cli import evaluate, merge, refs, repo, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -27,6 +27,13 @@ app.command()(repo.commit)
 app.command()(repo.log)
 app.command()(repo.show)
 app.command()(repo.checkout)
+app.command()(refs.branch)
+app.command()(refs.switch)
+app.command()(refs.tag)
+app.add_typer(refs.alias_app, name="alias")
+app.command()(refs.reset)
+app.command()(refs.revert)
+app.command()(refs.reflog)
 app.command()(merge.merge)
 
 

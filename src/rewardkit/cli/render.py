@@ -21,8 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rewardkit.evaluation import EvalReport
-    from rewardkit.store import Commit
+    from rewardkit.store import Commit, ReflogEntry
     from rewardkit.store.merge import MergePlan
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -99,19 +101,94 @@ def pair_rewards_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def log_table(commits: list[Commit], branches: dict[str, str]) -> Table:
-    """One row per commit, newest first, like ``git log --oneline`` with metrics."""
-    table = Table(title="log", title_justify="left")
-    for col in ("commit", "refs", "date", "author", "message", "val. accuracy", "data"):
-        table.add_column(col)
+def _decorations(refs: dict[str, str], current: str | None) -> dict[str, list[str]]:
+    """Commit id -> labels like git's ``HEAD -> main, tag: v1``, plus ``alias: production``."""
     labels: dict[str, list[str]] = {}
-    for name, cid in branches.items():
-        labels.setdefault(cid, []).append(name)
+    for full, cid in refs.items():
+        kind, _, name = full.removeprefix("refs/").partition("/")
+        label = {"heads": name, "tags": f"tag: {name}", "aliases": f"alias: {name}"}.get(kind, full)
+        if kind == "heads" and name == current:
+            label = f"HEAD -> {name}"
+        labels.setdefault(cid, []).append(label)
+    return labels
+
+
+def graph_rows(commits: list[Commit]) -> list[tuple[str, Commit | None]]:
+    r"""Draw the history as ``git log --graph`` does: one row per commit, connector rows between.
+
+    ``commits`` must be in topological order, children first (as :meth:`Repository.log`
+    returns them). Each lane is a column of ``|`` waiting for a commit; ``*`` marks the
+    commit; ``|\`` opens a lane for a merge's further parents, and ``|/`` joins a lane
+    into another that waits for the same commit, just before that commit's row.
+
+    Returns:
+        (graph text, commit) per row; connector rows carry ``None``.
+    """
+    lanes: list[str] = []
+    rows: list[tuple[str, Commit | None]] = []
     for c in commits:
+        if c.id not in lanes:
+            lanes.append(c.id)
+        col = lanes.index(c.id)
+        for i in reversed([i for i, lane in enumerate(lanes) if lane == c.id and i != col]):
+            rows.append((" ".join("|" for _ in range(i)) + "/", None))  # a lane waiting for c joins it
+            del lanes[i]
+        rows.append((" ".join("*" if i == col else "|" for i in range(len(lanes))), c))
+        if not c.parents:
+            lanes.pop(col)
+            continue
+        lanes[col] = c.parents[0]
+        for n, parent in enumerate(c.parents[1:], start=1):
+            lanes.insert(col + n, parent)
+            rows.append((" ".join("|" for _ in range(col + n)) + "\\", None))
+    return rows
+
+
+def log_table(commits: list[Commit], refs: dict[str, str], current: str | None = None, graph: bool = False) -> Table:
+    """One row per commit, newest first, like ``git log --oneline --decorate`` with metrics.
+
+    Args:
+        commits: In topological order, children first.
+        refs: Full ref name -> commit id (branches, tags, aliases), drawn as decorations.
+        current: The current branch, marked ``HEAD -> main``.
+        graph: Add a ``git log --graph`` column.
+    """
+    table = Table(title="log", title_justify="left")
+    columns = ("commit", "refs", "date", "author", "message", "val. accuracy", "data")
+    for col in ("graph", *columns) if graph else columns:
+        table.add_column(col, no_wrap=col == "graph")
+    labels = _decorations(refs, current)
+    for drawn, c in graph_rows(commits) if graph else [("", c) for c in commits]:
+        if c is None:
+            table.add_row(drawn, *[""] * len(columns))
+            continue
         acc = (c.metrics or {}).get("validation/accuracy")
-        table.add_row(c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
-                      c.message.partition("\n")[0], _pct(acc) if acc is not None else "–",
-                      (c.data_fingerprint or "–")[:10])
+        row = (c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
+               c.message.partition("\n")[0], _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
+        table.add_row(*((drawn, *row) if graph else row))
+    return table
+
+
+def refs_table(kind: str, refs: dict[str, str], get_commit: Callable[[str], Commit], current: str | None = None
+               ) -> Table:
+    """One row per branch, tag or alias: name (current marked *), commit, its message."""
+    plural = {"branch": "branches", "alias": "aliases"}.get(kind, f"{kind}s")
+    table = Table(kind, "commit", "date", "message", title=plural, title_justify="left")
+    for name, cid in refs.items():
+        c = get_commit(cid)
+        table.add_row(f"* {name}" if name == current else f"  {name}", cid[:10],
+                      c.created_at[:19].replace("T", " "), c.message.partition("\n")[0])
+    if not refs:
+        table.caption = f"no {plural} yet"
+    return table
+
+
+def reflog_table(entries: list[ReflogEntry]) -> Table:
+    """One row per ref move, oldest first: time, ref, old -> new, why."""
+    table = Table("time", "ref", "old", "new", "message", title="reflog", title_justify="left")
+    for e in entries:
+        table.add_row(e.time[:19].replace("T", " "), e.ref.removeprefix("refs/"), (e.old or "(none)")[:10],
+                      (e.new or "(deleted)")[:10], e.message)
     return table
 
 

@@ -31,36 +31,44 @@ def commit(
     model_dir: Annotated[Path, typer.Argument(
         help="Model folder with model.safetensors, config.json and the tokenizer files.")],
     message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
-    branch: Annotated[str, typer.Option(help="Branch to commit on.")] = "main",
+    branch: Annotated[str | None, typer.Option(help="Branch to commit on; default: the current branch.",
+                                               show_default=False)] = None,
     verify_existing: Annotated[bool, typer.Option(
         help="Compare every tensor already in the store with the committed bytes before reusing it "
              "(objects up to 1 MiB always are; larger ones only by size otherwise).")] = False,
+    retry: Annotated[bool, typer.Option(
+        help="If another process moved the branch meanwhile, commit on top of its new head instead of "
+             "refusing.")] = False,
     repo: RepoOption = None,
 ) -> None:
     """Commit a model folder: one object per tensor, so unchanged tensors cost nothing."""
     with open_repo(repo) as r:
         before = r.stats().objects
-        c = api.commit(model_dir, message, repo=r, branch=branch, verify_existing=verify_existing)
+        branch = branch or r.current_branch()
+        c = api.commit(model_dir, message, repo=r, branch=branch, verify_existing=verify_existing, retry=retry)
         console.print(f"[{branch} {c.id[:10]}] {message}  ({r.stats().objects - before} new objects)")
 
 
 def log(
-    ref: Annotated[str, typer.Argument(help="Where to start: branch, branch~N or commit id.")] = "main",
+    ref: Annotated[str, typer.Argument(help="Where to start: branch, tag, alias, HEAD~N or commit id.")] = "HEAD",
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.", min=0)] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="Draw branches and merges, as git log --graph.")] = False,
+    all_refs: Annotated[bool, typer.Option("--all", help="Start from every branch, tag and alias, not REF.")]
+    = False,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
-    """Commits reachable from REF, newest first, with their validation accuracy."""
+    """Commits reachable from REF (every parent of a merge), newest first, with their validation accuracy."""
     with open_repo(repo) as r:
-        commits = r.log(ref, limit)
+        commits = r.log(ref, limit, all=all_refs)
         if as_json:
             print_json([asdict(c) for c in commits])
         else:
-            console.print(log_table(commits, r.branches()))
+            console.print(log_table(commits, r.all_refs(), r.current_branch(), graph=graph))
 
 
 def show(
-    ref: Annotated[str, typer.Argument(help="Branch, branch~N or commit-id prefix.")],
+    ref: Annotated[str, typer.Argument(help="Branch, tag, alias, HEAD~N or commit-id prefix.")] = "HEAD",
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
@@ -76,7 +84,7 @@ def show(
 
 
 def checkout(
-    ref: Annotated[str, typer.Argument(help="Branch, branch~N or commit-id prefix.")],
+    ref: Annotated[str, typer.Argument(help="Branch, tag, alias (e.g. production), HEAD~N or commit-id prefix.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write (must be empty or new).")],
     force: Annotated[bool, typer.Option(help="Write into a non-empty folder, overwriting same-named files.")] = False,
     repo: RepoOption = None,

@@ -8,7 +8,9 @@ Commits are rows of the ``commits`` table (:class:`CommitStore`), written once.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +109,27 @@ class Commit:
         """The first parent, or None for a root commit."""
         return self.parents[0] if self.parents else None
 
+    def object_ids(self) -> list[str]:
+        """Every object this commit needs: its manifest, then its probe set and rewards.
+
+        The probe objects are named in ``params["probe"]`` (``{"pairs": id, "rewards": id}``,
+        written by ``train --commit``). gc, fsck and push go through this method, never
+        through ``manifest_id`` alone.
+        """
+        probe = self.params.get("probe") if isinstance(self.params, dict) else None
+        extra = [probe.get(k) for k in ("pairs", "rewards")] if isinstance(probe, dict) else []
+        return [self.manifest_id, *(id for id in extra if isinstance(id, str))]
+
+    def base_commits(self) -> list[str]:
+        """Commits this one needs besides its parents: the base of an adapter (LoRA) commit.
+
+        Named in ``params["adapter"]["base"]``; the adapter's tensors are useless without
+        the base's, so gc keeps the base reachable.
+        """
+        adapter = self.params.get("adapter") if isinstance(self.params, dict) else None
+        base = adapter.get("base") if isinstance(adapter, dict) else None
+        return [base] if isinstance(base, str) else []
+
 
 class CommitStore:
     """Commits in the metadata database."""
@@ -158,6 +181,44 @@ class CommitStore:
         with self.engine.connect() as c:
             return list(c.execute(query).scalars())
 
+    def walk(self, ids: Iterable[str], *, lineage: bool = False) -> list[Commit]:
+        """Return every commit reachable from ``ids`` through all parents, newest first.
+
+        The order is topological (a commit always comes before its parents, as
+        ``git log --topo-order``); among commits whose children are all listed, the newest
+        comes first. Used by ``log --all``/``--graph``, merge-base and gc.
+
+        Args:
+            ids: Commit ids to start from (duplicates are fine).
+            lineage: Also follow :meth:`Commit.base_commits` (an adapter's base), as gc must.
+
+        Raises:
+            StoreError: If a commit on the way is missing.
+        """
+        found: dict[str, Commit] = {}
+        stack = list(ids)
+        while stack:
+            id = stack.pop()
+            if id not in found:
+                found[id] = commit = self.get(id)
+                stack.extend(_edges(commit, lineage))
+        children = dict.fromkeys(found, 0)
+        for commit in found.values():
+            for id in set(_edges(commit, lineage)):
+                children[id] += 1
+        rank = {id: i for i, id in enumerate(sorted(found, key=lambda i: (found[i].created_at, i)))}
+        ready = [(-rank[id], id) for id, n in children.items() if n == 0]
+        heapq.heapify(ready)
+        order: list[Commit] = []
+        while ready:
+            _, id = heapq.heappop(ready)
+            order.append(found[id])
+            for parent in set(_edges(found[id], lineage)):
+                children[parent] -= 1
+                if children[parent] == 0:
+                    heapq.heappush(ready, (-rank[parent], parent))
+        return order
+
     def count(self) -> int:
         """Return the number of commits."""
         with self.engine.connect() as c:
@@ -167,3 +228,7 @@ class CommitStore:
     def _has(conn: Connection, id: str) -> bool:
         query = select(commits_table.c.id).where(commits_table.c.id == id)
         return conn.execute(query).first() is not None
+
+
+def _edges(commit: Commit, lineage: bool) -> list[str]:
+    return [*commit.parents, *(commit.base_commits() if lineage else ())]

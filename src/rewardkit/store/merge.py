@@ -43,6 +43,7 @@ from rewardkit.errors import StoreError
 from rewardkit.store.commits import Commit
 from rewardkit.store.manifest import Manifest, TensorEntry
 from rewardkit.store.merge_strategies import PICKING, check_strategy, combine
+from rewardkit.store.refs import HEAD, HEADS
 from rewardkit.store.repository import Repository
 
 #: ``config.json`` fields that define the architecture: equal on the base and every side.
@@ -117,6 +118,7 @@ class MergePlan:
         files: The merged model's files (path -> blob id), or JSON to store for a
             ``config.json`` merged key by key.
         target: For a fast-forward, the commit the branch moves to.
+        target_ref: For a fast-forward, that commit as the user named it.
         base_manifest: The merge-base's manifest (None unless ``kind`` is ``"merge"``).
     """
 
@@ -133,6 +135,7 @@ class MergePlan:
     tensors: tuple[TensorStep, ...] = ()
     files: dict[str, str | bytes] = field(default_factory=dict)
     target: str | None = None
+    target_ref: str | None = None
     base_manifest: Manifest | None = None
 
     @property
@@ -233,7 +236,7 @@ def plan_merge(
     if strategy == "theirs" and len(refs) > 1:
         raise StoreError("--strategy theirs needs exactly one branch to merge (whose version would win?)")
     branch = repo.current_branch()
-    head_id = repo.resolve("HEAD").id
+    head_id = repo.resolve(HEAD).id
     others = [(ref, repo.resolve(ref).id) for ref in refs]
     w = list(weights) if weights is not None else None
 
@@ -245,7 +248,7 @@ def plan_merge(
     if w is not None:
         w = [w[0], *(w[1 + i] for i in keep)]
     if len(others) == 1 and head_id in {c.id for c in repo.walk([others[0][1]])}:
-        return MergePlan("fast-forward", branch, head_id, target=others[0][1])
+        return MergePlan("fast-forward", branch, head_id, target=others[0][1], target_ref=others[0][0])
 
     base_id = merge_base(repo, [head_id, *(id for _, id in others)])
     if base_id is None:
@@ -351,7 +354,7 @@ def commit_merge(
         repo.objects.check_lock()
         return repo.commit_manifest(
             manifest_id, message, parents=plan.parents, branch=plan.branch, expected_head=plan.head,
-            author=author, params=params, metrics=metrics, backbone=head.backbone,
+            author=author, params=params, metrics=metrics, backbone=head.backbone, reflog_action="merge",
         )
 
 
@@ -363,7 +366,7 @@ def fast_forward(repo: Repository, plan: MergePlan) -> None:
     """
     if plan.kind != "fast-forward" or plan.target is None:
         raise StoreError(f"a {plan.kind} merge is not a fast-forward")
-    repo.move_branch(plan.branch, plan.target, plan.head, f"merge {plan.target[:10]}: Fast-forward")
+    repo.refs.set_ref(HEADS + plan.branch, plan.target, plan.head, f"merge {plan.target_ref}: Fast-forward")
 
 
 def default_message(plan: MergePlan) -> str:

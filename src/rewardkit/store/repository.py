@@ -2,9 +2,14 @@
 
 Layout of ``<repo>/``::
 
-    config.json   {"format": "rewardkit", "version": 1[, "db_url": "..."]}
+    config.json   {"format": "rewardkit", "version": 2[, "db_url": "..."]}
+    HEAD          the current branch, as in git: "ref: refs/heads/main"
     objects/      content-addressed tensors and blobs (see :mod:`rewardkit.store.objects`)
     meta.db       commits, refs, reflog (SQLite unless config.json names another db_url)
+
+Version 1 stored branches under bare names (``main``) and had no ``HEAD``; :meth:`open`
+upgrades such a repository in place (refs and reflog renamed to ``refs/heads/...`` in one
+transaction, then ``HEAD``, then ``config.json``, each step idempotent).
 """
 
 from __future__ import annotations
@@ -18,19 +23,22 @@ from types import TracebackType
 from typing import Any
 
 import torch
-from sqlalchemy import URL
+from sqlalchemy import URL, or_, update
 
-from rewardkit.errors import StoreError
+from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
 from rewardkit.store.commits import Commit, CommitStore
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
 from rewardkit.store.modeldir import read_model_dir, write_model_dir
 from rewardkit.store.objects import ObjectStore, dtype_name
-from rewardkit.store.refs import Refs, check_ref_name, resolve
+from rewardkit.store.refs import ANY, HEAD, HEADS, Refs, check_ref_name, resolve
+from rewardkit.store.refverbs import DEFAULT_BRANCH, HEAD_FILE, RefVerbs, write_head
 
 FORMAT = "rewardkit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
+#: How many times ``retry=True`` re-parents a commit whose branch moved meanwhile.
+MAX_RETRIES = 20
 DB_FILE = "meta.db"
 OBJECTS_DIR = "objects"
 DB_FILES = (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal")
@@ -55,7 +63,7 @@ class RepoStats:
     branches: int
 
 
-class Repository:
+class Repository(RefVerbs):
     """A model repository; get one with :meth:`open`, :meth:`discover` or :meth:`init`."""
 
     def __init__(self, path: Path, db_url: str) -> None:
@@ -121,6 +129,7 @@ class Repository:
             config["db_url"] = db_url
         repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
         try:
+            write_head(path, DEFAULT_BRANCH)
             _write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         except BaseException:
             repo.close()
@@ -169,7 +178,26 @@ class Repository:
                     f"commit history is lost; restore {DB_FILE} from a backup, or move "
                     f"{OBJECTS_DIR}/ away to start a new repository"
                 )
-        return cls(path, url or db.sqlite_url(path / DB_FILE))
+        repo = cls(path, url or db.sqlite_url(path / DB_FILE))
+        if config.get("version", 1) < FORMAT_VERSION:
+            try:
+                repo._upgrade_from_v1(config)
+            except BaseException:
+                repo.close()
+                raise
+        return repo
+
+    def _upgrade_from_v1(self, config: dict[str, Any]) -> None:
+        """Rename bare branch names to ``refs/heads/...``, write ``HEAD``, then ``config.json``."""
+        from rewardkit.store.db import reflog_table, refs_table
+
+        with db.transaction(self.engine) as conn:
+            for table, column in ((refs_table, refs_table.c.name), (reflog_table, reflog_table.c.ref)):
+                conn.execute(update(table).where(~or_(column.startswith("refs/"), column == HEAD))
+                             .values({column.name: HEADS + column}))
+        if not (self.path / HEAD_FILE).is_file():
+            write_head(self.path, DEFAULT_BRANCH)
+        _write_atomically(self.path / CONFIG_FILE, json.dumps(config | {"version": FORMAT_VERSION}, indent=2) + "\n")
 
     @classmethod
     def discover(cls, path: str | Path | None = None) -> Repository:
@@ -204,8 +232,9 @@ class Repository:
         metrics: dict[str, Any] | None = None,
         data_fingerprint: str | None = None,
         backbone: str | None = None,
-        branch: str = "main",
+        branch: str | None = None,
         verify_existing: bool = False,
+        retry: bool = False,
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
 
@@ -233,9 +262,12 @@ class Repository:
             metrics: Evaluation results (JSON values, finite numbers).
             data_fingerprint: Fingerprint of the training data.
             backbone: Pretrained backbone name, e.g. ``"bert-base-uncased"``.
-            branch: Branch to commit on; created (as a root commit) if it does not exist.
+            branch: Branch to commit on (default: the current branch, ``HEAD``); created
+                (as a root commit) if it does not exist.
             verify_existing: Compare every already-stored object with the committed bytes
                 before reusing it, not only the small ones.
+            retry: If the branch moved while committing, re-parent onto its new head and
+                try again (see :meth:`commit_manifest`).
 
         Returns:
             The new commit.
@@ -243,7 +275,7 @@ class Repository:
         Raises:
             StoreError: If an input is invalid, or the branch moved during the commit.
         """
-        check_ref_name(branch)
+        branch = check_ref_name(branch or self.current_branch())
         if not tensors:
             raise StoreError("no tensors to commit; pass the model's state_dict()")
         for name, tensor in tensors.items():
@@ -260,7 +292,7 @@ class Repository:
         Commit.create("", [], message, author, **meta)  # validate before writing any object
 
         with self.objects.undo_on_error():  # a failed commit deletes the objects it wrote
-            head = self.refs.get(branch)
+            head = self.refs.get(HEADS + branch)
             put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
             manifest = Manifest(
                 tensors={
@@ -269,15 +301,77 @@ class Repository:
                 },
                 files={n: put_blob(data, verify_existing=verify_existing) for n, data in files.items()},
             )
-            commit = Commit.create(
-                manifest.store(self.objects), [head] if head else [], message, author, **meta
-            )
+            manifest_id = manifest.store(self.objects)
             self.objects.check_lock()
-            with db.transaction(self.engine) as conn:
-                self.commits.add(commit, conn)
-                summary = message.strip().splitlines()[0]
-                self.refs.set_ref(branch, commit.id, head, f"commit: {summary}", conn)
-        return commit
+            return self.commit_manifest(manifest_id, message, branch=branch, expected_head=head,
+                                        author=author, retry=retry, **meta)
+
+    def commit_manifest(
+        self,
+        manifest_id: str,
+        message: str,
+        *,
+        parents: list[str] | None = None,
+        branch: str | None = None,
+        expected_head: str | None | object = ANY,
+        author: str | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        data_fingerprint: str | None = None,
+        backbone: str | None = None,
+        retry: bool = False,
+        reflog_action: str = "commit",
+    ) -> Commit:
+        """Write a commit of an already-stored manifest and move ``branch`` to it.
+
+        The low-level step under :meth:`commit_tensors`, merge and revert: the commit row and
+        the branch's compare-and-swap happen in one transaction, so either both land or
+        neither does.
+
+        Args:
+            manifest_id: Id of a stored manifest (and all its objects).
+            message: What changed.
+            parents: Parent commit ids, first parent first; default ``[head]`` (``[]`` on a
+                branch with no commit yet). A merge passes ``[head, other, ...]``.
+            branch: Branch to move; default the current branch.
+            expected_head: Where the caller read the branch; default: read it here.
+            author: Who committed; default the login name.
+            params: Training parameters (JSON values).
+            metrics: Evaluation results (JSON values, finite numbers).
+            data_fingerprint: Fingerprint of the training data.
+            backbone: Pretrained backbone name.
+            retry: If the branch moved meanwhile (another process committed), re-read it,
+                re-parent onto the new head and try again, up to :data:`MAX_RETRIES` times.
+                Only for a commit whose parents are the default (a merge's parents are a
+                decision, not a detail).
+            reflog_action: First word of the reflog message, e.g. ``"merge"``.
+
+        Raises:
+            StoreError: If the branch moved (and ``retry`` is off or exhausted), or a field is
+                invalid.
+        """
+        branch = check_ref_name(branch or self.current_branch())
+        if retry and parents is not None:
+            raise StoreError("retry re-parents a commit; it cannot be used with explicit parents")
+        author = author or _default_author()
+        meta: dict[str, Any] = dict(params=params, metrics=metrics, data_fingerprint=data_fingerprint,
+                                    backbone=backbone)
+        summary = message.strip().splitlines()[0] if message.strip() else ""
+        for attempt in range(MAX_RETRIES + 1):
+            head = self.refs.get(HEADS + branch) if expected_head is ANY else expected_head
+            commit = Commit.create(manifest_id, parents if parents is not None else [head] if head else [],
+                                   message, author, **meta)
+            try:
+                with db.transaction(self.engine) as conn:
+                    self.commits.add(commit, conn)
+                    self.refs.set_ref(HEADS + branch, commit.id, head, f"{reflog_action}: {summary}", conn)
+                return commit
+            except RefMovedError as exc:
+                if not retry or attempt == MAX_RETRIES:
+                    hint = f"after {attempt} retries" if retry else "pass --retry (retry=True) to commit on top of it"
+                    raise RefMovedError(f"{exc}; nothing was committed: {hint}") from exc
+                expected_head = ANY
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def commit_dir(
         self,
@@ -289,8 +383,9 @@ class Repository:
         metrics: dict[str, Any] | None = None,
         data_fingerprint: str | None = None,
         backbone: str | None = None,
-        branch: str = "main",
+        branch: str | None = None,
         verify_existing: bool = False,
+        retry: bool = False,
     ) -> Commit:
         """Commit a model folder (``model.safetensors`` + other files) on ``branch``.
 
@@ -313,34 +408,45 @@ class Repository:
             backbone=backbone,
             branch=branch,
             verify_existing=verify_existing,
+            retry=retry,
         )
 
     # -- reading -----------------------------------------------------------------------
 
     def resolve(self, ref: str) -> Commit:
-        """Return the commit ``ref`` names (``main``, ``main~2``, an id or unique id prefix).
+        """Return the commit ``ref`` names (``HEAD``, a branch, tag, alias or id, with ``~N``/``^N``).
+
+        See :func:`rewardkit.store.refs.resolve` for the syntax.
 
         Raises:
             RefError: If ``ref`` does not name exactly one commit.
         """
-        return self.commits.get(resolve(ref, self.refs, self.commits))
+        return self.commits.get(resolve(ref, self.refs, self.commits, HEADS + self.current_branch()))
 
     def show(self, ref: str) -> Commit:
         """Return the commit ``ref`` names (same as :meth:`resolve`; see :meth:`manifest`)."""
         return self.resolve(ref)
 
-    def log(self, ref: str = "main", limit: int | None = None) -> list[Commit]:
-        """Return the first-parent history of ``ref``, newest first, at most ``limit`` commits.
+    def log(self, ref: str = HEAD, limit: int | None = None, *, all: bool = False) -> list[Commit]:  # noqa: A002
+        """Return the history of ``ref`` (or of every ref), newest first, at most ``limit`` commits.
+
+        Every parent of a merge is followed, in topological order (children before parents),
+        as ``git log --topo-order`` shows them.
+
+        Args:
+            ref: Where to start.
+            limit: Show at most this many.
+            all: Start from every branch, tag and alias instead (``git log --all``).
 
         Raises:
             RefError: If ``ref`` does not name exactly one commit.
         """
-        history: list[Commit] = []
-        commit: Commit | None = self.resolve(ref)
-        while commit is not None and (limit is None or len(history) < limit):
-            history.append(commit)
-            commit = self.commits.get(commit.parent) if commit.parent else None
-        return history
+        starts = list(self.refs.as_dict().values()) if all else [self.resolve(ref).id]
+        return self.commits.walk(starts)[:limit]
+
+    def walk(self, ids: list[str], *, lineage: bool = False) -> list[Commit]:
+        """Return every commit reachable from ``ids``, newest first (see :meth:`CommitStore.walk`)."""
+        return self.commits.walk(ids, lineage=lineage)
 
     def manifest(self, commit: Commit | str) -> Manifest:
         """Return the manifest of a commit (or of the commit a ref names), verified.
@@ -353,10 +459,6 @@ class Repository:
         if isinstance(commit, str):
             commit = self.resolve(commit)
         return Manifest.load(self.objects, commit.manifest_id)
-
-    def branches(self) -> dict[str, str]:
-        """Return branch name -> commit id, sorted by name."""
-        return self.refs.as_dict()
 
     def load_tensors(self, ref: str, *, verify: bool = True) -> dict[str, torch.Tensor]:
         """Return the tensors of the commit ``ref`` names, by name (CPU, stored dtype).
@@ -414,7 +516,7 @@ class Repository:
             objects=objects.objects,
             bytes=objects.bytes,
             commits=self.commits.count(),
-            branches=len(self.refs.as_dict()),
+            branches=len(self.branches()),
         )
 
     def _tensors(self, manifest: Manifest, verify: bool) -> dict[str, torch.Tensor]:
@@ -430,7 +532,7 @@ def _count_objects(folder: Path) -> int:
 
 def _is_unfinished_init(path: Path) -> bool:
     """True if ``path`` holds only what an interrupted ``init`` leaves, and no object."""
-    allowed = {OBJECTS_DIR, f".tmp-{CONFIG_FILE}", *DB_FILES}
+    allowed = {OBJECTS_DIR, f".tmp-{CONFIG_FILE}", HEAD_FILE, f".tmp-{HEAD_FILE}", *DB_FILES}
     return all(p.name in allowed for p in path.iterdir()) and _count_objects(path / OBJECTS_DIR) == 0
 
 
