@@ -65,20 +65,19 @@ for ref in main harmless qa both average ties; do
 done
 rewardkit log --all --graph 2>/dev/null || rewardkit log average
 
-"$PYTHON" - "$RUN/eval" <<'EOF'
+"$PYTHON" - "$RUN/eval" "$(basename "$HH")" "$(basename "$QA")" <<'EOF'
 import json, sys
 from pathlib import Path
 
-folder = Path(sys.argv[1])
+folder, hh_name, qa_name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 names = {"main": "base", "harmless": "harmless", "qa": "qa", "both": "both", "average": "average (WARM)",
          "ties": "ties"}
 print(f"\n{'model':<16}{'hh test':>10}{'qa test':>10}{'test all':>10}{'PandaLM':>10}   (pairwise accuracy, %)")
 for ref, label in names.items():
     test = json.loads((folder / f"{ref}-test.json").read_text())
     pandalm = json.loads((folder / f"{ref}-pandalm.json").read_text())
-    by_source = {k.split("-")[0]: v["accuracy"] for k, v in test["by_source"].items()}
-    hh = next((v for k, v in by_source.items() if "hh" in k or "harmless" in k), float("nan"))
-    qa = next((v for k, v in by_source.items() if "qa" in k), float("nan"))
+    by_file = {source.rpartition(":")[2]: v["accuracy"] for source, v in test["by_source"].items()}  # format:file
+    hh, qa = (by_file.get(name, float("nan")) for name in (hh_name, qa_name))
     print(f"{label:<16}{100 * hh:>10.1f}{100 * qa:>10.1f}{100 * test['accuracy']:>10.1f}"
           f"{100 * pandalm['accuracy']:>10.1f}")
 EOF
