@@ -95,7 +95,7 @@ def test_one_side_and_both_side_changes(forked, monkeypatch) -> None:
     plan = plan_merge(repo, ["b"])
     assert commit_manifest_reads == []  # planning reads no tensor
     merged = commit_merge(repo, plan)
-    assert len(commit_manifest_reads) == 3  # embed.weight at the base, on a, on b; nothing else
+    assert len(commit_manifest_reads) == 2  # embed.weight on a and on b (a mean needs no base); nothing else
     ma, mb, m0, mm = (repo.manifest(c) for c in (a, b, base, merged))
     got = repo.load_tensors(merged.id)
     # both changed embed.weight: the mean of the two, computed by hand
@@ -275,6 +275,7 @@ def test_merge_streams_one_tensor_at_a_time(repo, monkeypatch) -> None:
     monkeypatch.setattr(ObjectStore, "get_tensor", counting_get)
     merged = commit_merge(repo, plan_merge(repo, ["b"], strategy="task-arithmetic"))
     assert peak[0] <= 3  # the base and two sides of one tensor, never a model per side
+    assert len(live) == 0
     assert torch.equal(repo.load_tensors(merged.id)["layer5.weight"], torch.full((64, 64), 5.0 + 1 + 3))
 
 
@@ -286,3 +287,25 @@ def test_bad_strategy_settings_are_refused_before_anything(forked) -> None:
         plan_merge(repo, ["a"], strategy="slerp")
     with pytest.raises(RefError):
         plan_merge(repo, ["no-such-branch"])
+
+
+def test_an_adapter_commit_is_refused_but_fast_forwards(forked, snapshot) -> None:
+    repo, base = forked
+    commit(repo, "b", "b", head__bias=torch.ones(1))
+    adapter = repo.commit_tensors(base_tensors() | {"head.bias": torch.full((1,), 2.0)}, FILES, "adapter",
+                                  branch="a", params={"adapter": {"base": base}}).id
+    repo.switch("a")
+    _refused(repo, snapshot, ["b"], r"HEAD \(a\) is a LoRA adapter commit: averaging adapters' A and B matrices")
+    repo.switch("main")
+    assert plan_merge(repo, ["a"]).target == adapter  # a fast-forward writes no merged model
+
+
+def test_dare_merges_are_reproducible(forked) -> None:
+    repo, base = forked
+    a = commit(repo, "a", "a", embed__weight=torch.ones(2, 2))
+    commit(repo, "b", "b", embed__weight=torch.full((2, 2), 3.0))
+    repo.switch("a")
+    first = commit_merge(repo, plan_merge(repo, ["b"], strategy="dare", density=0.5, seed=7))
+    repo.reset(a)
+    again = commit_merge(repo, plan_merge(repo, ["b"], strategy="dare", density=0.5, seed=7))
+    assert first.manifest_id == again.manifest_id

@@ -13,7 +13,8 @@ A merge of HEAD with one or more commits works like git's, tensor by tensor:
    different tokenizers (for a strategy that computes weights), a shape or dtype that
    differs, an integer tensor changed differently, a tensor deleted on one side and changed
    on another, or a non-tensor file changed differently on several sides (``ours``/``theirs``
-   resolve the last three).
+   resolve the last three); and a LoRA adapter commit (``params["adapter"]``), whose A and B
+   matrices do not combine linearly into its effective weights (a fast-forward to one is fine).
 3. Write (:func:`write_merge`): only the combined tensors are read and written, one at a
    time (base + the sides that changed it, then the result is stored and dropped), so
    memory is bounded by a few tensors, never a whole model per side.
@@ -256,6 +257,12 @@ def plan_merge(
         raise StoreError(
             f"refusing to merge unrelated histories: {branch} and {names} have no common ancestor"
         )
+    for label, id in ((f"HEAD ({branch})", head_id), *others):
+        if repo.commits.get(id).base_commits():
+            raise StoreError(
+                f"{label} is a LoRA adapter commit: averaging adapters' A and B matrices is not a merge of their "
+                "effective weights; check the adapters out with --merged, commit the full weights, and merge those"
+            )
     base = repo.manifest(repo.commits.get(base_id))
     sides = (
         Side(f"HEAD ({branch})", branch, head_id, repo.manifest(repo.commits.get(head_id))),
@@ -275,9 +282,10 @@ def plan_merge(
 def write_merge(repo: Repository, plan: MergePlan, *, progress: bool = False) -> str:
     """Write the combined tensors and the merged manifest; return the manifest id.
 
-    Streams: for each combined tensor, the base's and the changed sides' objects are read
-    (re-hashed), combined (in float32, float64 for float64 tensors), stored, and dropped before the next. Call it inside
-    ``repo.objects.undo_on_error()`` so a failure deletes what it wrote.
+    Streams: for each combined tensor, the base's (except for ``average``) and the changed
+    sides' objects are read (re-hashed), combined (in float32; float64 for float64 tensors),
+    stored, and dropped before the next, so memory holds one tensor's versions, never a
+    model. Call it inside ``repo.objects.undo_on_error()`` so a failure deletes what it wrote.
 
     Raises:
         StoreError: An object is missing or corrupt.
@@ -293,7 +301,8 @@ def write_merge(repo: Repository, plan: MergePlan, *, progress: bool = False) ->
                 if step.entry is not None:
                     entries[step.name] = step.entry
                 continue
-            base_tensor = objects.get_tensor(base.tensors[step.name].id, verify=True)
+            base_tensor = (None if plan.strategy == "average"  # the mean of the sides needs no base
+                           else objects.get_tensor(base.tensors[step.name].id, verify=True))
             versions = [objects.get_tensor(plan.sides[i].manifest.tensors[step.name].id, verify=True)
                         for i in step.sides]
             weights = [plan.weights[i] for i in step.sides] if plan.weights is not None else None

@@ -175,7 +175,7 @@ def theirs(sides: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def combine(
     strategy: str,
-    base: torch.Tensor,
+    base: torch.Tensor | None,
     sides: Sequence[torch.Tensor],
     *,
     weights: Sequence[float] | None = None,
@@ -187,22 +187,25 @@ def combine(
     """Merge one tensor with the strategy named ``strategy`` (one of :data:`STRATEGIES`).
 
     ``density`` None takes the strategy's default (:data:`TIES_DENSITY`, :data:`DARE_DENSITY`).
+    ``base`` may be None for ``average``, ``ours`` and ``theirs``, which do not use it.
 
     Raises:
-        StoreError: Unknown strategy, or a float tensor is not what every strategy needs.
+        StoreError: Unknown strategy, a non-floating tensor, or no base for a strategy that needs one.
     """
     if strategy == "average":
         return average(sides, weights)
+    if strategy == "ours":
+        return ours(sides)
+    if strategy == "theirs":
+        return theirs(sides)
+    if base is None:
+        raise StoreError(f"merge strategy {strategy!r} needs the tensor at the merge-base")
     if strategy == "task-arithmetic":
         return task_arithmetic(base, sides, weights, lam)
     if strategy == "ties":
         return ties(base, sides, weights, lam, TIES_DENSITY if density is None else density)
     if strategy == "dare":
         return dare(base, sides, weights, lam, DARE_DENSITY if density is None else density, seed=seed, name=name)
-    if strategy == "ours":
-        return ours(sides)
-    if strategy == "theirs":
-        return theirs(sides)
     raise StoreError(f"unknown merge strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
 
