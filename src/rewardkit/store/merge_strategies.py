@@ -107,12 +107,15 @@ def ties(
     _check_fraction("density", density)
     w = _weights(weights, len(sides), normalise=False)
     b = _work(base)
-    trimmed = torch.stack([wi * _trim(_work(t) - b, density) for wi, t in zip(w, sides, strict=True)])
-    elected = torch.sign(trimmed.sum(dim=0))
-    agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
-    w_agree = (agree * torch.tensor(w, dtype=b.dtype).reshape(-1, *[1] * b.dim())).sum(dim=0)
-    tau = torch.where(agree, trimmed, 0).sum(dim=0) / w_agree.clamp(min=torch.finfo(b.dtype).tiny)
-    return _cast(b + lam * torch.where(w_agree > 0, tau, 0), base)
+    trimmed = [wi * _trim(_work(t) - b, density) for wi, t in zip(w, sides, strict=True)]
+    elected = torch.sign(sum(trimmed))
+    total, w_agree = torch.zeros_like(b), torch.zeros_like(b)
+    for wi, delta in zip(w, trimmed, strict=True):  # one side at a time: memory ~ sides + 4 tensors
+        agree = (torch.sign(delta) == elected) & (delta != 0)
+        total += torch.where(agree, delta, 0)
+        w_agree += agree * wi
+    tau = torch.where(w_agree > 0, total / w_agree.clamp(min=torch.finfo(b.dtype).tiny), 0)
+    return _cast(b + lam * tau, base)
 
 
 def dare(
