@@ -18,3 +18,8 @@ def repo_snapshot(repo: Path) -> tuple:
         refs = sorted(db.execute("select * from refs").fetchall())
         commits = sorted(r[0] for r in db.execute("select id from commits").fetchall())
     return objects, refs, commits
+
+
+def repo_bytes(repo: Path) -> dict[str, bytes]:
+    """Every file of a repository with its bytes: a failed command must leave all of them as they were."""
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}

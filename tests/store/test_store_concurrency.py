@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 import rewardkit
+from rewardkit.errors import RefMovedError
 from rewardkit.store import Repository
+from rewardkit.store.fsck import fsck
+from rewardkit.store.manifest import Manifest, TensorEntry
 
 SRC = str(Path(rewardkit.__file__).resolve().parents[1])  # the code under test, for child processes
 
@@ -59,3 +66,63 @@ def test_a_failing_commit_does_not_delete_objects_a_concurrent_commit_reuses(rep
     assert failing.communicate(timeout=120)[0] == "disk full\n"
     assert repo.branches().keys() == {"ok"}
     assert repo.load_tensors("ok")["w"].equal(torch.arange(1000.0))  # every object there, intact
+
+
+def _writer(path: Path, writer: int, how: str, go: Any, out: Path) -> None:
+    """One of 4 writers (a forked process): 10 commits onto main, one line each in ``out``: the id, or the error.
+
+    ``commit_tensors`` reads the head under the object store's lock, as ``rewardkit commit`` does; otherwise
+    each manifest is prepared from the head read first, as merge and revert do, so another writer can move
+    main in between and the compare-and-swap must see it.
+    """
+    with Repository.open(path) as repo, out.open("w") as log:
+        go.wait()
+        for i in range(10):
+            tensor = torch.full((64,), float(100 * writer + i))
+            message = f"writer {writer} commit {i}"
+            if how == "commit_tensors":
+                log.write(repo.commit_tensors({"w": tensor}, {}, message, branch="main").id + "\n")
+                continue
+            head = repo.refs.get("refs/heads/main")
+            manifest_id = Manifest(tensors={"w": TensorEntry.from_ref(repo.objects.put_tensor(tensor))}).store(
+                repo.objects)
+            time.sleep(0.01)  # the others commit meanwhile
+            try:
+                commit = repo.commit_manifest(manifest_id, message, branch="main", expected_head=head,
+                                              retry=how == "retry")
+            except RefMovedError as exc:
+                log.write(f"error: {exc}\n")
+            else:
+                log.write(commit.id + "\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the writers (no torch import per writer)")
+@pytest.mark.parametrize("how", ["commit_tensors", "no retry", "retry"])
+def test_four_writers_lose_no_update(repo: Repository, tiny_tensors, tmp_path: Path, how: str) -> None:
+    """4 processes x 10 commits onto one branch: each lands, or its writer is told the branch moved."""
+    base = repo.commit_tensors(tiny_tensors(0), {}, "base")
+    fork = multiprocessing.get_context("fork")
+    go = fork.Event()
+    writers = [fork.Process(target=_writer, args=(repo.path, w, how, go, tmp_path / f"writer{w}.txt"))
+               for w in range(4)]
+    for writer in writers:
+        writer.start()
+    go.set()
+    for writer in writers:
+        writer.join(timeout=240)
+        assert writer.exitcode == 0
+    lines = [line for w in range(4) for line in (tmp_path / f"writer{w}.txt").read_text().splitlines()]
+    landed = [line for line in lines if not line.startswith("error:")]
+    refused = [line for line in lines if line.startswith("error:")]
+    assert len(lines) == 40
+    for line in refused:
+        assert "branch main moved: expected" in line and "nothing was committed" in line and "--retry" in line
+    history = repo.log("main")
+    assert history[-1].id == base.id
+    assert sorted(c.id for c in history[:-1]) == sorted(landed)  # a straight line of exactly the landed commits
+    assert all(len(c.parents) == 1 for c in history[:-1])
+    if how == "no retry":
+        assert refused, "no writer ever raced: the test did not exercise the compare-and-swap"
+    else:
+        assert len(landed) == 40
+    assert fsck(repo).ok

@@ -89,6 +89,18 @@ def test_a_lock_not_refreshed_for_its_lease_is_taken_over(tmp_path: Path) -> Non
         assert lock.held()
 
 
+def test_a_lock_file_left_empty_by_a_killed_holder_does_not_wait_out_the_lease(tmp_path: Path) -> None:
+    """SIGKILL between creating the lock file and writing who holds it: no pid to check, but no 30 s wait."""
+    path = tmp_path / ".lock"
+    path.write_text("")
+    old = time.time() - 3
+    os.utime(path, (old, old))
+    start = time.monotonic()
+    with FileLock(path, "test") as lock:  # default lease: 30 s
+        assert lock.held()
+    assert time.monotonic() - start < 2
+
+
 @posix_only
 def test_a_stopped_holder_loses_the_lock_after_its_lease_and_knows_it(tmp_path: Path) -> None:
     path = tmp_path / ".lock"
@@ -129,3 +141,19 @@ def test_a_waiter_says_once_what_it_waits_for(tmp_path: Path, capfd: pytest.Capt
     assert err.count("waiting for the lock") == 1
     assert f"waiting for the lock of repository R ({path}), held by pid {child.pid} on host" in err
     assert "taken over if that process dies or stops for 30 s" in err
+
+
+def test_a_takeover_guard_left_by_a_killed_breaker_does_not_wait_out_the_lease(tmp_path: Path) -> None:
+    """SIGKILL inside the microseconds a waiter takes over a dead holder's lock leaves <lock>.break behind."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = tmp_path / ".lock"
+    path.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": time.time(),
+                                "lease_s": 30.0, "token": "x"}))
+    guard = tmp_path / ".lock.break"
+    guard.write_text("")
+    old = time.time() - 3
+    os.utime(guard, (old, old))
+    start = time.monotonic()
+    with FileLock(path, "test") as lock:
+        assert lock.held()
+    assert time.monotonic() - start < 2 and not guard.exists()

@@ -14,12 +14,13 @@ from rewardkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rewardkit.api.evaluation import evaluate, score, score_data
-    from rewardkit.api.models import ModelSource, commit, load_model, open_model
+    from rewardkit.api.models import ModelSource, checkout, commit, load_model, open_model
     from rewardkit.api.training import TrainRun, train
 
 __all__ = [
     "ModelSource",
     "TrainRun",
+    "checkout",
     "commit",
     "evaluate",
     "load_model",
@@ -30,6 +31,6 @@ __all__ = [
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(("evaluate", "score", "score_data"), "rewardkit.api.evaluation"),
-    **dict.fromkeys(("ModelSource", "commit", "load_model", "open_model"), "rewardkit.api.models"),
+    **dict.fromkeys(("ModelSource", "checkout", "commit", "load_model", "open_model"), "rewardkit.api.models"),
     **dict.fromkeys(("TrainRun", "train"), "rewardkit.api.training"),
 })

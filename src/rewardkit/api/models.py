@@ -14,7 +14,8 @@ from rewardkit.models import TextRewardModel
 from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.models.text import load_tokenizer
 from rewardkit.store import Commit, Repository
-from rewardkit.store.modeldir import map_like_weights_file
+from rewardkit.store.adapters import checkout_adapter, effective_tensors, is_adapter, model_files
+from rewardkit.store.modeldir import map_like_weights_file, refuse_pickled_weights, write_model_dir
 from rewardkit.training import RewardConfig
 
 
@@ -40,7 +41,9 @@ class ModelSource:
 
     Made by :func:`open_model`. A commit's small files (config, tokenizer) are written to a
     temporary folder on first need; its tensors are read straight from the repository's
-    objects (re-hashed as read), so no copy of the weights is ever written.
+    objects (re-hashed as read), so no copy of the weights is ever written. A LoRA adapter
+    commit opens as the model it means: its base's config, its own tokenizer, and the
+    effective tensors (:func:`rewardkit.store.adapters.effective_tensors`, base + LoRA delta).
 
     Attributes:
         config: The training config stored with a commit, else None.
@@ -53,11 +56,16 @@ class ModelSource:
         stored = (model.params or {}).get("config") if isinstance(model, Commit) else None
         self.config = RewardConfig.from_dict(stored) if stored else None
 
+    @property
+    def commit(self) -> Commit | None:
+        """The commit opened, or None for a folder or a loaded model."""
+        return self._model if isinstance(self._model, Commit) else None
+
     @cached_property
     def folder(self) -> Path:
         """The model folder; for a commit, its config and tokenizer files only."""
         if isinstance(self._model, Commit):
-            return self._repo.checkout(self._model, self._scratch / "model", weights=False)
+            return write_model_dir(self._scratch / "model", None, model_files(self._repo, self._model))
         return Path(self._model)
 
     def tokenizer(self) -> Any:
@@ -82,7 +90,7 @@ class ModelSource:
         if not isinstance(self._model, Commit):
             return TextRewardModel.load(self.folder)
         # laid out as a checkout's weights file maps, but in memory (same kernels, same bits)
-        state_dict = map_like_weights_file(self._repo.load_tensors(self._model))
+        state_dict = map_like_weights_file(dict(effective_tensors(self._repo, self._model)))
         with self._naming_commit():
             return TextRewardModel.load(self.folder, state_dict=state_dict)
 
@@ -124,6 +132,32 @@ def open_model(
         yield ModelSource(repo.resolve(str(model)), str(model), repo, Path(scratch))
 
 
+def checkout(ref: str, to: str | Path, *, merged: bool = False, force: bool = False,
+             repo: Repository | None = None) -> Commit:
+    """Write the model ``ref`` names as a folder; a LoRA adapter as its adapter folder, or ``merged`` as full weights.
+
+    A full commit is written as :meth:`Repository.checkout` writes it (``merged`` changes
+    nothing). An adapter commit is written by :func:`rewardkit.store.adapters.checkout_adapter`:
+    the adapter folder with its base in ``base/`` (loads with ``peft``), or with ``merged``
+    one plain model folder with the LoRA delta merged in (loads with transformers).
+
+    Returns:
+        The commit written.
+
+    Raises:
+        RefError: ``ref`` names no commit.
+        StoreError: ``to`` is a file or a non-empty folder without ``force``; an object is
+            missing or corrupt.
+    """
+    repo = repo or Repository.discover()
+    commit = repo.resolve(ref)
+    if is_adapter(commit):
+        checkout_adapter(repo, commit, to, merged=merged, force=force)
+    else:
+        repo.checkout(commit.id, to, force=force)
+    return commit
+
+
 def commit(
     model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str | None = None,
     verify_existing: bool = False, retry: bool = False,
@@ -145,9 +179,11 @@ def commit(
         retry: If another process moved the branch meanwhile, commit on top of its new head.
 
     Raises:
-        ModelError: The folder is not such a model; the message says why.
+        ModelError: The folder is not such a model, or holds pickled weights
+            (``pytorch_model.bin``: weights are safetensors only); the message says why.
         StoreError: The repository refuses the commit (empty message, bad branch name).
     """
+    refuse_pickled_weights(model_dir)  # before "no model.safetensors": say why a pickle is not enough
     check_reward_model_dir(model_dir)
     return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch,
                                                     verify_existing=verify_existing, retry=retry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,14 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from rewardkit.api.checks import DataSource, check_output_path, source_names
 from rewardkit.data import chat_template_renderer, fingerprint, load_pairs
+from rewardkit.errors import ConfigError
 from rewardkit.training.config import RewardConfig
 
 if TYPE_CHECKING:
+    from rewardkit.api.models import ModelSource
     from rewardkit.evaluation import EvalReport
+    from rewardkit.models import TextRewardModel
     from rewardkit.store import Commit, Repository
     from rewardkit.training import TrainResult
 
 DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what models.default_backbone() ships
+LORA_BASE_DIR = "base"  # <output_dir>/base: the model a LoRA run's adapter applies to
 
 
 @dataclass
@@ -71,6 +76,14 @@ def train(
     weights are loaded, so a data error comes back in about the time Python takes to start;
     a chat template needs only the tokenizer.
 
+    ``config.base_model`` may name a commit of the repository (when no folder has that
+    name): training starts from its weights and the commit records it in ``params["base"]``.
+    With ``config.lora_r`` a LoRA adapter is trained; the starting model is saved to
+    ``<output_dir>/base`` and the adapter to ``<output_dir>/model``, and the commit is an
+    adapter commit (:mod:`rewardkit.store.adapters`) on that base commit, or, when the base
+    is a folder or hub id, on a commit of the starting model made first on the same branch
+    (``LoRA base: <name>``; it stays if the adapter commit is then refused).
+
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
@@ -84,11 +97,46 @@ def train(
         from rewardkit.store import Repository
 
         repo = Repository.discover()  # fail before training, not after
+    with contextlib.ExitStack() as stack:
+        base = _stored_base(config, repo, stack)
+        return _train(data, config, base, format=format, eval_data=eval_data, output_dir=output_dir,
+                      commit_message=commit_message, repo=repo, resume_from=resume_from, progress=progress)
+
+
+def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextlib.ExitStack) -> ModelSource | None:
+    """The base model when ``config.base_model`` names a commit (not a folder), opened; else None (a folder or hub id).
+
+    Raises:
+        ConfigError: LoRA on a base that is itself a LoRA adapter.
+    """
+    name = config.base_model
+    if name is None or Path(name).expanduser().is_dir():
+        return None
+    from rewardkit.api.models import open_model
+    from rewardkit.errors import RefError, StoreError
+    from rewardkit.store import Repository
+    from rewardkit.store.adapters import is_adapter
+
+    try:
+        repo = repo or stack.enter_context(Repository.discover())
+        source = stack.enter_context(open_model(name, repo))
+    except (RefError, StoreError):  # not a ref here (or no repository): a hub id
+        return None
+    if config.lora and is_adapter(source.commit):
+        raise ConfigError(f"--base-model {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "
+                          f"`rewardkit checkout {name} --merged --to DIR`, commit DIR, and train on that commit")
+    return source
+
+
+def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, format: str | None,  # noqa: A002
+           eval_data: Sequence[str | Path], output_dir: str | Path, commit_message: str | None,
+           repo: Repository | None, resume_from: str | Path | None, progress: bool) -> TrainRun:
+    """:func:`train` once the base model is known: a folder or hub id (``base`` None) or a stored commit."""
 
     def tokenizer() -> Any:
         from rewardkit.models.text import load_tokenizer
 
-        return load_tokenizer(config.base_model)
+        return base.tokenizer() if base is not None else load_tokenizer(config.base_model)
 
     render = chat_template_renderer(tokenizer)
     parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
@@ -99,11 +147,17 @@ def train(
     counts = {"n_ties_dropped": len(parts["train"].ties), "n_identical": parts["train"].n_identical,
               "n_empty": train_split.n_empty}
 
+    if config.lora:  # a typo in --lora-target is refused before any weight loads
+        from rewardkit.models.lora import check_backbone_targets
+
+        check_backbone_targets(base.folder if base is not None else config.base_model, config.lora_target_modules)
+
     # torch and the weights are loaded only once the data is known to be good
     from rewardkit.evaluation import evaluate_model
     from rewardkit.training import RewardTrainer
 
-    trainer = RewardTrainer(config)
+    model = _load_base(config, base, Path(output_dir)) if config.lora or base is not None else None
+    trainer = RewardTrainer(config, model)
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(output_dir) / "model"
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process saves and commits
@@ -119,12 +173,40 @@ def train(
         for name, report in reports.items():
             metrics |= report.metrics(name)
         fingerprints = {"train": fingerprint(train_pairs)} | {name: d.fingerprint for name, d in held_out.items()}
-        commit = repo.commit_dir(
-            model_dir, commit_message,
-            params={"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
-                    "formats": parts["train"].formats, "fingerprints": fingerprints},
-            metrics=metrics,
-            data_fingerprint=fingerprints["train"],
-            backbone=config.base_model or DEFAULT_BACKBONE_NAME,
-        )
+        backbone = base.commit.backbone if base is not None else config.base_model or DEFAULT_BACKBONE_NAME
+        params = {"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
+                  "formats": parts["train"].formats, "fingerprints": fingerprints}
+        if base is not None:
+            params["base"] = base.commit.id
+        meta = dict(params=params, metrics=metrics, data_fingerprint=fingerprints["train"], backbone=backbone)
+        if config.lora:
+            from rewardkit.store.adapters import commit_adapter
+
+            base_commit = base.commit if base is not None else repo.commit_dir(
+                Path(output_dir) / LORA_BASE_DIR, f"LoRA base: {backbone}", backbone=backbone)
+            commit = commit_adapter(repo, model_dir, base_commit, commit_message, **meta)
+        else:
+            commit = repo.commit_dir(model_dir, commit_message, **meta)
     return TrainRun(result, reports, model_dir, commit, **counts)
+
+
+def _load_base(config: RewardConfig, base: ModelSource | None, output_dir: Path) -> TextRewardModel:
+    """The model training starts from, loaded here; a LoRA run also saves it to ``<output_dir>/base``.
+
+    That folder is the base the adapter applies to (its fresh head included), so the run
+    folder loads with peft alone, and a commit stores it as the adapter's base commit.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    from rewardkit.models import TextRewardModel
+
+    set_seed(config.seed)  # the fresh head's init, as RewardTrainer seeds it
+    model = base.load() if base is not None else TextRewardModel.load(config.base_model)
+    if config.lora:
+        if PartialState().is_main_process:
+            model.tokenizer.model_max_length = config.max_length
+            model.save(output_dir / LORA_BASE_DIR)
+        # what peft writes as the adapter's base_model_name_or_path: the run folder's base
+        model.backbone.name_or_path = str((output_dir / LORA_BASE_DIR).resolve())
+    return model

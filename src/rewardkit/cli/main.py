@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import evaluate, merge, refs, repo, train
+from rewardkit.cli import evaluate, maintenance, merge, refs, repo, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -35,6 +35,8 @@ app.command()(refs.reset)
 app.command()(refs.revert)
 app.command()(refs.reflog)
 app.command()(merge.merge)
+app.command()(maintenance.fsck)
+app.command()(maintenance.gc)
 
 
 DEBUG_ENV = "REWARDKIT_DEBUG"  # set to 1 to see the traceback of an unexpected error

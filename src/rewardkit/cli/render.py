@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from rewardkit.evaluation import EvalReport
     from rewardkit.store import Commit, ReflogEntry
+    from rewardkit.store.fsck import FsckReport
+    from rewardkit.store.gc import GcReport
     from rewardkit.store.merge import MergePlan
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -163,8 +165,11 @@ def log_table(commits: list[Commit], refs: dict[str, str], current: str | None =
             table.add_row(drawn, *[""] * len(columns))
             continue
         acc = (c.metrics or {}).get("validation/accuracy")
+        message = c.message.partition("\n")[0]
+        if adapter_label(c):
+            message += f"  [{adapter_label(c)}]"
         row = (c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
-               c.message.partition("\n")[0], _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
+               message, _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
         table.add_row(*((drawn, *row) if graph else row))
     return table
 
@@ -202,6 +207,12 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     table.add_row("date", commit.created_at)
     table.add_row("message", commit.message)
     table.add_row("backbone", commit.backbone or "–")
+    if adapter_label(commit):
+        adapter = commit.params["adapter"]
+        table.add_row("adapter", f"{adapter_label(commit)} on base {str(adapter.get('base'))[:10]} "
+                                 f"(alpha {adapter.get('lora_alpha')}, targets "
+                                 f"{', '.join(adapter.get('target_modules') or [])}; head "
+                                 f"{', '.join(adapter.get('modules_to_save') or [])}); tensors below are the adapter's")
     table.add_row("data fingerprint", commit.data_fingerprint or "–")
     for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
         table.add_row(f"fingerprint {name}", str(value))
@@ -212,6 +223,64 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     if config:
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
     return table
+
+
+# -- LoRA adapters (issue 6, helper lora) ----------------------------------------------------
+
+def adapter_label(commit: Commit) -> str | None:
+    """``LoRA r=8`` for a LoRA adapter commit (``params["adapter"]``), else None."""
+    adapter = (commit.params or {}).get("adapter")
+    if not isinstance(adapter, dict):
+        return None
+    return f"LoRA r={adapter.get('r')}"
+
+
+# -- fsck and gc (cli/maintenance.py) ---------------------------------------------------------
+
+
+def fsck_summary(report: FsckReport) -> Text:
+    """One line per finding, errors first (``error:`` or ``info:``), then what was checked and the verdict."""
+    lines = [Text(f"{'error' if f.error else 'info'}: {f.detail}",
+                  style="bold red" if f.error else "") for f in report.findings]
+    errors = len(report.errors)
+    verdict = f"{errors} error(s): the repository is damaged" if errors else "ok: nothing is wrong"
+    infos = len(report.findings) - errors
+    lines.append(Text(f"fsck {report.path}: {report.objects} objects re-hashed, {report.commits} commits, "
+                      f"{report.refs} refs, {report.reflog_entries} reflog entries checked; {verdict}"
+                      + (f" ({infos} for information only)" if infos else ""), style="bold"))
+    return Text("\n").join(lines)
+
+
+def _size(n: int) -> str:
+    """``n`` bytes as ``512 B``, ``1.5 KiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+MAX_LISTED = 20
+
+
+def gc_summary(report: GcReport) -> Text:
+    """What gc removed (or would remove), and what it kept."""
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [
+        f"gc {verb} {len(report.removed_objects)} objects ({_size(report.bytes_freed)}), "
+        f"{len(report.removed_commits)} unreachable commits and {len(report.removed_temp_files)} temp files",
+        f"kept {report.kept_objects} objects of {report.reachable_commits} reachable commits, and "
+        f"{report.young_objects} unreachable objects younger than the grace period ({report.grace_s:g} s)",
+    ]
+    for what, names in (("object", report.removed_objects), ("commit", report.removed_commits),
+                        ("temp file", report.removed_temp_files)):
+        lines += [f"  {verb} {what} {name}" for name in names[:MAX_LISTED]]
+        if len(names) > MAX_LISTED:
+            lines.append(f"  … and {len(names) - MAX_LISTED} more {what}s (see --json)")
+    return Text("\n".join(lines))
 
 
 # -- merge -----------------------------------------------------------------------------

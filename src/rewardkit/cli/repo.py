@@ -87,10 +87,12 @@ def checkout(
     ref: Annotated[str, typer.Argument(help="Branch, tag, alias (e.g. production), HEAD~N or commit-id prefix.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write (must be empty or new).")],
     force: Annotated[bool, typer.Option(help="Write into a non-empty folder, overwriting same-named files.")] = False,
+    merged: Annotated[bool, typer.Option(
+        "--merged", help="For a LoRA adapter: write full weights (base + merged LoRA delta) instead of the "
+                         "adapter folder with its base in base/.")] = False,
     repo: RepoOption = None,
 ) -> None:
-    """Write a version as a folder that transformers and TRL load unchanged."""
+    """Write a version as a folder that transformers and TRL load unchanged (a LoRA adapter: peft)."""
     with open_repo(repo) as r:
-        c = r.resolve(ref)
-        r.checkout(c.id, to, force=force)
+        c = api.checkout(ref, to, merged=merged, force=force, repo=r)
     console.print(f"Checked out {c.id[:10]} into {to}")

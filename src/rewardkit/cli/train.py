@@ -60,6 +60,10 @@ def train(
     logging_steps: Annotated[int, _option("logging_steps")] = D.logging_steps,
     save_steps: Annotated[int | None, _option("save_steps", show_default=False)] = None,
     threads: Annotated[int | None, _option("num_threads", show_default=False)] = None,
+    lora_r: Annotated[int | None, _option("lora_r", show_default=False)] = None,
+    lora_alpha: Annotated[float | None, _option("lora_alpha", show_default=False)] = None,
+    lora_target: Annotated[list[str] | None, _option("lora_target_modules", show_default=False)] = None,
+    lora_dropout: Annotated[float, _option("lora_dropout")] = D.lora_dropout,
     output_dir: Annotated[
         Path | None,
         typer.Option(
@@ -84,6 +88,10 @@ def train(
     training and counted; long pairs are truncated, never dropped. The model is evaluated
     on the validation and test splits (and --eval-data) and, with --commit, stored with its
     config and all those metrics.
+
+    With --lora-r a LoRA adapter is trained (the head stays fully trainable) and a commit
+    stores only the adapter and the head, on a base commit: --base-model REF when it names
+    a commit, else the starting model is committed first, on the same branch, as the base.
     """
     config = RewardConfig(
         base_model=base_model,
@@ -106,6 +114,10 @@ def train(
         logging_steps=logging_steps,
         save_steps=save_steps,
         num_threads=threads,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_target_modules=tuple(lora_target) if lora_target else None,
+        lora_dropout=lora_dropout,
     )
     if commit or message:
         message = message or f"train on {', '.join(Path(d).name for d in data)}"

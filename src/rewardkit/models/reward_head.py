@@ -92,6 +92,10 @@ def check_reward_model_dir(folder: str | os.PathLike) -> None:
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ModelError(f"model folder {folder} {what}; pass the folder save_pretrained wrote")
     if not (folder / WEIGHTS_FILE).is_file():
+        if (folder / "adapter_config.json").is_file():
+            raise ModelError(f"{folder} holds a LoRA adapter (adapter_config.json), not a full model; train and "
+                             "commit it with `rewardkit train --lora-r R --commit`, or merge it into its base "
+                             "(peft's merge_and_unload), save_pretrained that and commit the folder")
         raise ModelError(f"{folder} has no {WEIGHTS_FILE}; save the model with model.save_pretrained(folder)")
     config = read_config(folder)
     outputs = classifier_outputs(config)

@@ -63,7 +63,9 @@ def supports_shared_prefix(backbone: nn.Module) -> bool:
         return False
     if config.model_type == "mistral" and getattr(config, "sliding_window", None) is not None:
         return False
-    return isinstance(getattr(backbone, "score", None), nn.Linear) and getattr(config, "is_causal", True)
+    score = getattr(backbone, "score", None)
+    score = getattr(score, "original_module", score)  # a LoRA run's head sits in peft's ModulesToSaveWrapper
+    return isinstance(score, nn.Linear) and getattr(config, "is_causal", True)
 
 
 def shared_length(chosen: Sequence[int], rejected: Sequence[int], n_special: int) -> int:

@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,7 +78,11 @@ class TextRewardModel(nn.Module):
     Attributes:
         packed: Run supported encoders through :mod:`rewardkit.models.packed_bert` (default
             ``True``); ``False`` always runs the backbone's own padded HF forward.
+        peft_model: The ``peft.PeftModel`` around :attr:`backbone` when a LoRA adapter was
+            added (:func:`rewardkit.models.lora.add_lora`), else None.
     """
+
+    peft_model: Any = None
 
     def __init__(self, backbone: nn.Module, tokenizer) -> None:  # noqa: ANN001 (HF tokenizer)
         super().__init__()
@@ -249,12 +254,14 @@ class TextRewardModel(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and the tokenizer files to ``folder``.
 
         The folder loads unchanged with ``AutoModelForSequenceClassification.from_pretrained``
-        and ``AutoTokenizer.from_pretrained`` (and so with TRL).
+        and ``AutoTokenizer.from_pretrained`` (and so with TRL). A model with a LoRA adapter
+        writes the adapter folder instead (``adapter_model.safetensors``, ``adapter_config.json``
+        and the tokenizer files), which ``peft.PeftModel.from_pretrained(base, folder)`` loads.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with _quiet_transformers():
-            self.backbone.save_pretrained(folder)
+            (self.peft_model or self.backbone).save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)
         return folder
 

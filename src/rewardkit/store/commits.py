@@ -229,6 +229,11 @@ class CommitStore:
         query = select(commits_table.c.id).where(commits_table.c.id == id)
         return conn.execute(query).first() is not None
 
+    def all(self) -> list[Commit]:
+        """Return every commit, in no particular order (fsck and gc read them all)."""
+        with self.engine.connect() as c:
+            return [Commit(**row) for row in c.execute(select(commits_table)).mappings()]
+
 
 def _edges(commit: Commit, lineage: bool) -> list[str]:
     return [*commit.parents, *(commit.base_commits() if lineage else ())]

@@ -8,7 +8,9 @@ While it is held, a heartbeat thread refreshes the file's modification time ever
 * its process is dead (same host only: a pid means nothing elsewhere), or
 * its file was not refreshed for the holder's ``lease_s`` seconds: the holder died on
   another host, or is stopped (``SIGSTOP``, a suspended laptop), which freezes its
-  heartbeat too.
+  heartbeat too, or
+* its file is still empty or half-written :data:`HALF_WRITTEN_S` after it was created: the
+  holder was killed between creating and filling it (a holder fills it at once).
 
 The takeover itself runs under a second ``O_EXCL`` file (``<lock>.break``) held for a few
 microseconds, and re-checks staleness under it, so two waiters never both take over.
@@ -38,6 +40,9 @@ from types import FrameType, TracebackType
 
 #: A lock whose file was not refreshed for this long is taken over (seconds).
 LEASE_S = 30.0
+#: A lock file still empty or half-written this long after its creation is a killed holder's, and so is a
+#: takeover guard (``<lock>.break``) this old: both are held for microseconds (seconds).
+HALF_WRITTEN_S = 2.0
 #: A waiter says once, on stderr, what it waits for after this long (seconds).
 NOTICE_AFTER_S = 3.0
 
@@ -169,7 +174,7 @@ class FileLock:
         return True
 
     def _is_stale(self, holder: Holder | None, age: float) -> bool:
-        if age > (holder.lease_s if holder else self.lease_s):
+        if age > (holder.lease_s if holder else min(self.lease_s, HALF_WRITTEN_S)):
             return True
         return holder is not None and holder.host == socket.gethostname() and not _pid_alive(holder.pid)
 
@@ -179,8 +184,8 @@ class FileLock:
         try:
             fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            with suppress(FileNotFoundError):  # a breaker that died within microseconds
-                if time.time() - guard.stat().st_mtime > self.lease_s:
+            with suppress(FileNotFoundError):  # a breaker that died within its microseconds
+                if time.time() - guard.stat().st_mtime > min(self.lease_s, HALF_WRITTEN_S):
                     guard.unlink()
             time.sleep(0.01)
             return

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from rewardkit.errors import StoreError
+from rewardkit.store.adapters import is_adapter
 from rewardkit.store.commits import Commit
 from rewardkit.store.manifest import Manifest, TensorEntry
 from rewardkit.store.merge_strategies import PICKING, check_strategy, combine
@@ -258,7 +259,7 @@ def plan_merge(
             f"refusing to merge unrelated histories: {branch} and {names} have no common ancestor"
         )
     for label, id in ((f"HEAD ({branch})", head_id), *others):
-        if repo.commits.get(id).base_commits():
+        if is_adapter(repo.commits.get(id)):
             raise StoreError(
                 f"{label} is a LoRA adapter commit: averaging adapters' A and B matrices is not a merge of their "
                 "effective weights; check the adapters out with --merged, commit the full weights, and merge those"

@@ -22,6 +22,24 @@ from rewardkit.store.objects import torch_dtype
 
 #: The metadata ``save_pretrained`` writes into ``model.safetensors``.
 WEIGHTS_METADATA = {"format": "pt"}
+#: Pickled weight files (``torch.save``): loading one runs code, so the store refuses them.
+PICKLED_WEIGHTS = ("pytorch_model*.bin", "adapter_model.bin")
+
+
+def refuse_pickled_weights(folder: str | Path) -> None:
+    """Refuse a model folder holding pickled weights: weights are safetensors only.
+
+    Raises:
+        ModelError: If the folder holds ``pytorch_model*.bin`` or ``adapter_model.bin``.
+    """
+    folder = Path(folder)
+    found = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern) if p.is_file())
+    if found:
+        raise ModelError(
+            f"{folder / found[0]}: pickled weights are refused (weights are safetensors only, and loading a "
+            "pickle runs code); save with save_pretrained(folder, safe_serialization=True) and remove "
+            f"{', '.join(found)}"
+        )
 
 
 def read_model_dir(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
@@ -35,13 +53,14 @@ def read_model_dir(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         regular file (recursively) by relative POSIX path -> content.
 
     Raises:
-        ModelError: If the folder does not exist, has no ``model.safetensors``, or it
-            cannot be read.
+        ModelError: If the folder does not exist, has no ``model.safetensors``, it cannot
+            be read, or the folder holds pickled weights (:func:`refuse_pickled_weights`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ModelError(f"model folder {folder} {what}; pass the folder save_pretrained wrote")
+    refuse_pickled_weights(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelError(f"{folder} has no {WEIGHTS_FILE}; {_save_hint(folder)}")

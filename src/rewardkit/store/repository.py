@@ -460,19 +460,18 @@ class Repository(RefVerbs):
             commit = self.resolve(commit)
         return Manifest.load(self.objects, commit.manifest_id)
 
-    def load_tensors(self, ref: str | Commit, *, verify: bool = True) -> dict[str, torch.Tensor]:
+    def load_tensors(self, ref: str, *, verify: bool = True) -> dict[str, torch.Tensor]:
         """Return the tensors of the commit ``ref`` names, by name (CPU, stored dtype).
 
         Args:
-            ref: Branch, ``branch~N``, commit id or prefix; or a commit (stored or not yet, as a
-                merge evaluates its model before committing it).
+            ref: Branch, ``branch~N``, commit id or prefix.
             verify: Re-hash every object read (SHA-256, roughly 1 GB/s) and raise if corrupt.
         """
         return self._tensors(self.manifest(ref), verify)
 
     def checkout(
         self,
-        ref: str | Commit,
+        ref: str,
         to: str | Path,
         *,
         force: bool = False,
@@ -482,7 +481,7 @@ class Repository(RefVerbs):
         """Write the model of ``ref`` as a folder ``from_pretrained`` loads unchanged.
 
         Args:
-            ref: Branch, ``branch~N``, commit id or prefix; or a commit.
+            ref: Branch, ``branch~N``, commit id or prefix.
             to: Target folder; created if missing.
             force: Write into a non-empty folder, overwriting files with the same names.
             verify: Re-hash every object read and raise if corrupt.

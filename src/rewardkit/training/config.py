@@ -24,7 +24,11 @@ class RewardConfig:
     Each field's ``help`` is also the CLI flag's help text, so they never disagree.
     """
 
-    base_model: str | None = _f(None, "Backbone folder or hub id; default: the offline all-MiniLM-L6-v2.")
+    base_model: str | None = _f(
+        None,
+        "Model to start from: a folder, a ref of the repository (a stored version; a folder of that name wins), "
+        "or a hub id; default: the offline all-MiniLM-L6-v2.",
+    )
     max_length: int = _f(
         256,
         "Tokens per text (prompt + response). Longer pairs are kept: the prompt is trimmed from the left, "
@@ -61,6 +65,20 @@ class RewardConfig:
     logging_steps: int = _f(10, "Optimizer steps between logged points of the loss/accuracy curves.")
     save_steps: int | None = _f(None, "Write a resumable checkpoint every N optimizer steps.")
     num_threads: int | None = _f(None, "torch CPU threads; default: torch's choice.", flag="--threads")
+    lora_r: int | None = _f(
+        None,
+        "Train a LoRA adapter of this rank (peft) instead of every weight; the score head stays fully trainable. "
+        "Off when unset or 0.",
+    )
+    lora_alpha: float | None = _f(None, "LoRA scaling numerator (delta = alpha/r * B A); default: 2 x --lora-r.")
+    lora_target_modules: tuple[str, ...] | None = _f(
+        None,
+        "Module names that get LoRA (repeat for several), e.g. query, value (BERT) or q_proj, v_proj (Llama, Qwen); "
+        "default: peft's choice for the model family.",
+        flag="--lora-target",
+    )
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input, in [0, 1); kept when --disable-dropout turns the "
+                                  "model's own dropout off.")
 
     def __post_init__(self) -> None:
         """Validate every field at the boundary, before any data or weights load.
@@ -85,17 +103,46 @@ class RewardConfig:
         self._check_float("max_grad_norm", 0, why=" (0 disables clipping)")
         if self.center_rewards_coefficient is not None:
             self._check_float("center_rewards_coefficient", 0)
+        self._check_lora()
         for name in (f.name for f in fields(self) if isinstance(f.default, bool)):  # every switch
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{self._label(name)} must be true or false, got {getattr(self, name)!r}")
         if self.base_model is not None and not isinstance(self.base_model, str | PathLike):
-            raise ConfigError(f"{self._label('base_model')} must be a folder or hub id, got {self.base_model!r}")
+            raise ConfigError(f"{self._label('base_model')} must be a folder, ref or hub id, got {self.base_model!r}")
         try:
             check_fractions(self.split)
         except DataError as exc:
             raise ConfigError(str(exc)) from None
         if self.split[0] <= 0:
             raise ConfigError(f"split needs a training share above 0, got {tuple(self.split)}")
+
+    @property
+    def lora(self) -> bool:
+        """Whether a LoRA adapter is trained (``lora_r`` set and not 0)."""
+        return bool(self.lora_r)
+
+    def _check_lora(self) -> None:
+        """Validate the LoRA fields; ``lora_alpha``, targets and dropout need ``lora_r``."""
+        if self.lora_r is not None:
+            self._check_int("lora_r", 0, why=" (0 turns LoRA off)")
+        if self.lora_alpha is not None:
+            self._check_float("lora_alpha", 0, above=True)
+        self._check_float("lora_dropout", 0)
+        if self.lora_dropout >= 1:
+            raise ConfigError(f"{self._label('lora_dropout')} must be a finite number in [0, 1), "
+                              f"got {self.lora_dropout!r}")
+        targets = self.lora_target_modules
+        if targets is not None:
+            if isinstance(targets, str) or not all(isinstance(t, str) and t.strip() for t in targets) \
+                    or not targets:
+                raise ConfigError(f"{self._label('lora_target_modules')} must be one or more module names, "
+                                  f"e.g. query, got {targets!r}")
+            self.lora_target_modules = tuple(targets)
+        if not self.lora:
+            given = [self._label(n) for n in ("lora_alpha", "lora_target_modules")
+                     if getattr(self, n) is not None] + ([self._label("lora_dropout")] if self.lora_dropout else [])
+            if given:
+                raise ConfigError(f"{', '.join(given)} need a LoRA rank: add --lora-r R (R >= 1)")
 
     def _check_int(self, name: str, low: int, high: int | None = None, why: str = "") -> None:
         value = getattr(self, name)
@@ -136,8 +183,9 @@ class RewardConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored so old commits stay readable."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
-        if "split" in kwargs:
-            kwargs["split"] = tuple(kwargs["split"])
+        for name in ("split", "lora_target_modules"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)
 
     @staticmethod

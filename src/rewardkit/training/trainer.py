@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from rewardkit.data import PreferencePair
 from rewardkit.errors import ModelError, RewardkitError
 from rewardkit.models import TextRewardModel
+from rewardkit.models.lora import add_lora
 from rewardkit.models.shared_prefix import SharedPrefixRewardModel, supports_shared_prefix
 from rewardkit.training.batching import (
     LengthGroupedBatches,
@@ -92,11 +93,16 @@ class RewardTrainer:
     :mod:`rewardkit.models.shared_prefix`), otherwise chosen and rejected get rows of their
     own. Batches are padded only to their longest row and grouped by length; AdamW with
     linear warm-up and decay; gradient accumulation; bf16 autocast on request; checkpoints
-    every ``save_steps`` that :meth:`train` can resume from.
+    every ``save_steps`` that :meth:`train` can resume from. With ``config.lora_r`` the
+    model gets a LoRA adapter (:func:`rewardkit.models.lora.add_lora`) and only the adapter
+    and the head train; checkpoints then resume the same adapter.
 
     Args:
         config: Hyperparameters.
         model: The model to train; by default ``TextRewardModel.load(config.base_model)``.
+
+    Raises:
+        ConfigError: A LoRA target module names no linear layer of the model.
     """
 
     def __init__(self, config: RewardConfig, model: TextRewardModel | None = None):
@@ -105,6 +111,8 @@ class RewardTrainer:
             torch.set_num_threads(config.num_threads)
         set_seed(config.seed)  # before loading: the fresh head's init depends on it
         self.model = model if model is not None else TextRewardModel.load(config.base_model)
+        if config.lora and self.model.peft_model is None:  # only the adapter and the head train
+            add_lora(self.model, config.lora_r, config.lora_alpha, config.lora_target_modules, config.lora_dropout)
         limit = self.model.max_positions
         if limit is not None and config.max_length > limit:
             raise ModelError(f"max_length {config.max_length} is longer than the backbone's {limit} positions; "
@@ -166,8 +174,8 @@ class RewardTrainer:
         total_steps = max(1, math.ceil(total_batches / accum))
 
         if cfg.disable_dropout:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.Dropout):
+            for name, module in self.model.named_modules():
+                if isinstance(module, torch.nn.Dropout) and ".lora_dropout." not in name:  # --lora-dropout stays
                     module.p = 0.0
                 # Llama, Mistral and Qwen attention keep their dropout as a rate, not a layer
                 if isinstance(getattr(module, "attention_dropout", None), float):

@@ -1,0 +1,66 @@
+"""Repository maintenance commands: fsck, gc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardkit.cli.options import JsonOption, RepoOption, open_repo
+from rewardkit.cli.render import console, fsck_summary, gc_summary, print_json
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in a duration such as ``30s``, ``10m``, ``2h``, ``1d``, ``90`` (seconds) or ``0``.
+
+    Raises:
+        typer.BadParameter: If ``text`` is not a number followed by s, m, h or d.
+    """
+    if isinstance(text, int | float):  # the default, already in seconds
+        return float(text)
+    match = _DURATION_RE.match(text.strip().lower())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 30s, 10m, 2h, 1d or 0")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def fsck(as_json: JsonOption = False, repo: RepoOption = None) -> int:
+    """Check every object, manifest, commit, ref, alias and reflog entry; exit 1 if anything is wrong.
+
+    Dangling commits and objects (reachable from no ref or reflog entry: what gc removes) and
+    young temp files are listed as information, not errors.
+    """
+    from rewardkit.store.fsck import fsck as check  # imports torch
+    from rewardkit.store.repository import DEFAULT_DIR
+
+    report = check(repo or Path(DEFAULT_DIR))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(fsck_summary(report), soft_wrap=True)
+    return 0 if report.ok else 1
+
+
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    grace_s: Annotated[float, typer.Option(
+        "--grace", parser=parse_duration, show_default="2h", metavar="DURATION",
+        help="Keep anything younger than this (30s, 10m, 2h, 1d; 0 keeps nothing unreachable: use "
+        "only when no other process writes to the repository).")] = 7200.0,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Remove objects and commits that no branch, tag, alias or reflog entry reaches, and stale temp files."""
+    from rewardkit.store.gc import gc as collect  # imports torch
+
+    with open_repo(repo) as r:
+        report = collect(r, grace_s=grace_s, dry_run=dry_run)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(gc_summary(report), soft_wrap=True)

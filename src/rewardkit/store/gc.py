@@ -1,0 +1,237 @@
+"""Garbage collection: remove what no ref, tag, alias or reflog entry reaches (``rewardkit gc``).
+
+Reachable commits are every commit :meth:`Repository.walk` reaches, through all parents
+and adapter bases (``lineage=True``: a LoRA commit needs its base's tensors), from every
+ref (:meth:`Repository.all_refs`: branches, tags, aliases) and from the old and new
+commit of every reflog entry, so nothing a reset, a branch deletion or an alias
+move left behind is lost. Used objects are everything those commits use
+(:func:`used_objects`). Everything else is garbage, except what is younger than the
+grace period (by file modification time for objects, by ``created_at`` for commits): a
+concurrent commit's or merge's objects exist before its commit row does, and are never
+collected.
+
+gc holds the object store's write lock (the one :meth:`ObjectStore.undo_on_error` takes),
+so no commit writes or reuses an object while it decides and deletes. It removes
+unreachable commit rows first (one transaction, which re-checks that no ref moved onto
+them), then objects, then stale ``.tmp-*`` files: killed at any point it leaves only
+garbage for the next gc, never a commit without its objects.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+
+from rewardkit.errors import StoreError
+from rewardkit.store.commits import Commit
+from rewardkit.store.db import commits_table, reflog_table, refs_table, transaction
+from rewardkit.store.lock import FileLock, sigterm_raises
+from rewardkit.store.manifest import Manifest
+from rewardkit.store.objects import LOCK_FILE, TMP_GRACE_S, ObjectStore
+from rewardkit.store.repository import Repository
+
+#: Objects and commits younger than this are never collected (seconds): 2 hours, as git's
+#: ``gc.pruneExpire`` is 2 weeks for a tool whose writes take milliseconds, not weeks.
+DEFAULT_GRACE_S = 7200.0
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :func:`gc` removed (or, with ``dry_run``, would remove).
+
+    Attributes:
+        dry_run: True if nothing was removed.
+        grace_s: The grace period used, in seconds.
+        reachable_commits: Commits reachable from refs and the reflog.
+        kept_objects: Objects kept because a reachable commit uses them.
+        young_objects: Unreachable objects kept because they are younger than ``grace_s``.
+        removed_objects: Ids of the objects removed.
+        bytes_freed: Total size of the removed object files, in bytes.
+        removed_commits: Ids of the unreachable commits removed.
+        removed_temp_files: Paths (relative to the repository) of the ``.tmp-*`` files removed.
+    """
+
+    dry_run: bool
+    grace_s: float
+    reachable_commits: int = 0
+    kept_objects: int = 0
+    young_objects: int = 0
+    removed_objects: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    removed_commits: list[str] = field(default_factory=list)
+    removed_temp_files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcReport:
+    """Remove the objects and commits that nothing reaches, and stale temp files.
+
+    Args:
+        repo: The repository.
+        grace_s: Keep anything younger than this many seconds (0: collect everything
+            unreachable; only safe when no other process writes to the repository).
+        dry_run: Report what would be removed, remove nothing.
+
+    Returns:
+        What was (or would be) removed.
+
+    Raises:
+        StoreError: If ``grace_s`` is negative, or the repository is damaged (a ref or
+            reflog entry names a missing commit, a reachable manifest is missing or
+            corrupt: run ``rewardkit fsck``); nothing is removed then.
+    """
+    if not (isinstance(grace_s, int | float) and math.isfinite(grace_s) and grace_s >= 0):
+        raise StoreError(f"gc grace period must be a non-negative number of seconds, got {grace_s!r}")
+    root = repo.objects.root
+    root.mkdir(parents=True, exist_ok=True)
+    with sigterm_raises(), FileLock(root / LOCK_FILE, f"object store {root}") as lock:
+        now = time.time()
+        try:
+            live = repo.walk(sorted(roots(repo)), lineage=True)
+            live_ids = {c.id for c in live}
+            dead = [c for c in repo.commits.all() if c.id not in live_ids]
+            young = [c for c in dead if now - _timestamp(c.created_at) < grace_s]
+            keep = used_objects(repo.objects, [*live, *young])
+        except StoreError as exc:
+            raise StoreError(f"gc removed nothing: the repository is damaged ({exc}); run `rewardkit fsck`") from exc
+        doomed_commits = sorted(c.id for c in dead if c not in young)
+        doomed: list[tuple[str, int]] = []
+        n_young = 0
+        for id in repo.objects.ids():
+            if id in keep:
+                continue
+            try:
+                stat = repo.objects.path(id).stat()
+            except FileNotFoundError:
+                continue
+            if now - stat.st_mtime < grace_s:
+                n_young += 1
+            else:
+                doomed.append((id, stat.st_size))
+        temp_files = _stale_temp_files(repo, now - min(grace_s, TMP_GRACE_S))
+        if not dry_run:
+            if not lock.held():
+                raise StoreError(f"gc removed nothing: the write lock of {root} was taken over while this process "
+                                 "was stopped; run gc again")
+            _remove_commits(repo, doomed_commits)
+            for id, _ in doomed:
+                repo.objects.delete(id)
+            for tmp in temp_files:
+                tmp.unlink(missing_ok=True)
+    return GcReport(
+        dry_run=dry_run,
+        grace_s=float(grace_s),
+        reachable_commits=len(live),
+        kept_objects=len(keep),
+        young_objects=n_young,
+        removed_objects=sorted(id for id, _ in doomed),
+        bytes_freed=sum(size for _, size in doomed),
+        removed_commits=doomed_commits,
+        removed_temp_files=[str(t.relative_to(repo.path)) for t in temp_files],
+    )
+
+
+def roots(repo: Repository) -> set[str]:
+    """Return the commit ids every ref names and every reflog entry's old and new commit."""
+    ids = set(repo.all_refs().values())
+    for entry in repo.reflog(None):
+        ids.update(id for id in (entry.old, entry.new) if id is not None)
+    return ids
+
+
+def dependencies(objects: ObjectStore, id: str) -> list[str]:
+    """Return the objects that object ``id`` needs to be read (e.g. its delta base); often none."""
+    needs = getattr(objects, "dependencies", None)  # arrives with compressed objects (issue 6, part D)
+    return list(needs(id)) if needs is not None else []
+
+
+def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set[str] | None = None) -> set[str]:
+    """Return every object ``commits`` use.
+
+    That is each commit's :meth:`Commit.object_ids` (its manifest, probe set...), each
+    manifest's tensors and files, and everything those need
+    (:meth:`ObjectStore.dependencies`), transitively.
+
+    Args:
+        objects: The object store.
+        commits: The commits.
+        intact: Read only objects in this set (fsck passes the intact ones and reports the
+            rest itself); None reads every manifest and raises if one cannot be read.
+
+    Raises:
+        StoreError: If ``intact`` is None and a manifest is missing or corrupt.
+    """
+    used: set[str] = set()
+    todo: list[str] = []
+    for c in commits:
+        todo.extend(c.object_ids())
+        if intact is not None and c.manifest_id not in intact:
+            continue
+        try:
+            manifest = Manifest.from_bytes(objects.get_bytes(c.manifest_id, verify=True))
+        except StoreError as exc:
+            if intact is not None:
+                continue
+            raise StoreError(f"manifest {c.manifest_id} of commit {c.id}: {exc}") from exc
+        todo.extend(e.id for e in manifest.tensors.values())
+        todo.extend(manifest.files.values())
+    while todo:
+        id = todo.pop()
+        if id in used:
+            continue
+        used.add(id)
+        if intact is None or id in intact:
+            todo.extend(dependencies(objects, id))
+    return used
+
+
+def _remove_commits(repo: Repository, ids: list[str]) -> None:
+    """Delete unreachable commit rows, in one transaction that re-checks nothing points to them.
+
+    Raises:
+        StoreError: If a ref or reflog entry now names one of them (moved there during gc).
+    """
+    if not ids:
+        return
+    with transaction(repo.engine) as conn:
+        named = conn.execute(select(refs_table.c.name).where(refs_table.c.commit_id.in_(ids))).first()
+        logged = conn.execute(
+            select(reflog_table.c.ref).where(or_(reflog_table.c.old.in_(ids), reflog_table.c.new.in_(ids)))
+        ).first()
+        if named or logged:
+            raise StoreError(f"gc removed nothing: {(named or logged)[0]} moved onto an unreachable commit while gc "
+                             "ran; run gc again")
+        conn.execute(delete(commits_table).where(commits_table.c.id.in_(ids)))
+
+
+def temp_files(path: Path, objects: ObjectStore) -> list[Path]:
+    """Every ``.tmp-*`` file in the repository folder ``path`` and in the object fan-out folders, sorted."""
+    return sorted([*path.glob(f"{TEMP_PREFIX}*"), *objects.root.glob(f"*/{TEMP_PREFIX}*")])
+
+
+def _stale_temp_files(repo: Repository, cutoff: float) -> list[Path]:
+    """The ``.tmp-*`` files last modified before ``cutoff`` (Unix time)."""
+    stale = []
+    for tmp in temp_files(repo.path, repo.objects):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                stale.append(tmp)
+        except FileNotFoundError:  # renamed into place or removed meanwhile
+            continue
+    return stale
+
+
+def _timestamp(created_at: str) -> float:
+    """Unix time of a commit's ``created_at`` (ISO-8601 UTC, e.g. ``2025-01-31T12:00:00.000001Z``)."""
+    return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
