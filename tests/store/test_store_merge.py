@@ -289,15 +289,52 @@ def test_bad_strategy_settings_are_refused_before_anything(forked) -> None:
         plan_merge(repo, ["no-such-branch"])
 
 
-def test_an_adapter_commit_is_refused_but_fast_forwards(forked, snapshot) -> None:
-    repo, base = forked
-    commit(repo, "b", "b", head__bias=torch.ones(1))
-    adapter = repo.commit_tensors(base_tensors() | {"head.bias": torch.full((1,), 2.0)}, FILES, "adapter",
-                                  branch="a", params={"adapter": {"base": base}}).id
-    repo.switch("a")
-    _refused(repo, snapshot, ["b"], r"HEAD \(a\) is a LoRA adapter commit: averaging adapters' A and B matrices")
+def test_adapters_on_one_base_merge_as_their_effective_weights(repo, tmp_path, snapshot) -> None:
+    from test_store_adapters import adapter_on, tiny
+    from transformers import AutoTokenizer
+
+    from rewardkit.models import default_backbone
+    from rewardkit.store.adapters import commit_adapter, effective_tensors
+
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
+    adapter_on(tiny("bert", tokenizer), tmp_path / "a", seed=1)
+    adapter_on(tiny("bert", tokenizer), tmp_path / "b", seed=2)
+    base = repo.commit_dir(tmp_path / "a" / "base", "base")
+    adapters = {}
+    for name in ("a", "b"):
+        repo.switch(name, create=True, start=base.id)
+        adapters[name] = commit_adapter(repo, tmp_path / name / "adapter", base, name)
+    merged = commit_merge(repo, plan_merge(repo, ["a"]))  # on b: the mean of the two adapted models
+    ea, eb = (dict(effective_tensors(repo, adapters[n])) for n in ("a", "b"))
+    got, at_base = repo.load_tensors(merged.id), repo.load_tensors(base.id)
+    assert got.keys() == at_base.keys() and "adapter" not in merged.params
+    changed = [n for n in got if not torch.equal(ea[n], at_base[n])]
+    assert changed and all(torch.allclose(got[n], (ea[n] + eb[n]) / 2, atol=1e-7) for n in changed)
+    assert all(torch.equal(got[n], at_base[n]) for n in got if n not in changed)
+    assert "adapter_config.json" not in repo.manifest(merged).files  # a full model
+    assert merged.params["merge"]["tensors"]["combined"] == len(changed)
+
+
+def test_an_adapter_merged_with_a_full_model_takes_its_effective_tensors(repo, tmp_path) -> None:
+    from test_store_adapters import adapter_on, tiny
+    from transformers import AutoTokenizer
+
+    from rewardkit.models import default_backbone
+    from rewardkit.store.adapters import commit_adapter, effective_tensors
+
+    adapter_on(tiny("bert", AutoTokenizer.from_pretrained(default_backbone())), tmp_path, seed=1)
+    base = repo.commit_dir(tmp_path / "base", "base")
+    repo.switch("lora", create=True, start=base.id)
+    adapter = commit_adapter(repo, tmp_path / "adapter", base, "adapter")
     repo.switch("main")
-    assert plan_merge(repo, ["a"]).target == adapter  # a fast-forward writes no merged model
+    pooler = "bert.pooler.dense.bias"
+    full = repo.commit_tensors(repo.load_tensors(base.id) | {pooler: torch.ones(16)},
+                               {n: repo.objects.get_bytes(i) for n, i in repo.manifest(base).files.items()}, "pooler")
+    merged = commit_merge(repo, plan_merge(repo, ["lora"]))
+    got, effective = repo.load_tensors(merged.id), dict(effective_tensors(repo, adapter))
+    assert torch.equal(got[pooler], torch.ones(16))  # from main
+    assert all(torch.equal(got[n], effective[n]) for n in got if n != pooler)  # the adapter's model, stored
+    assert merged.parents == [full.id, adapter.id]
 
 
 def test_dare_merges_are_reproducible(forked) -> None:

@@ -13,8 +13,10 @@ A merge of HEAD with one or more commits works like git's, tensor by tensor:
    different tokenizers (for a strategy that computes weights), a shape or dtype that
    differs, an integer tensor changed differently, a tensor deleted on one side and changed
    on another, or a non-tensor file changed differently on several sides (``ours``/``theirs``
-   resolve the last three); and a LoRA adapter commit (``params["adapter"]``), whose A and B
-   matrices do not combine linearly into its effective weights (a fast-forward to one is fine).
+   resolve the last three); LoRA adapters on different base models. A LoRA adapter commit
+   takes part as the model it means (:func:`effective_manifest`: its base's tensors with
+   ``W + alpha/r * B @ A`` for each target), so the merge of adapters is the merge of their
+   effective weights, committed as a full model.
 3. Write (:func:`write_merge`): only the combined tensors are read and written, one at a
    time (base + the sides that changed it, then the result is stored and dropped), so
    memory is bounded by a few tensors, never a whole model per side.
@@ -41,7 +43,14 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from rewardkit.errors import StoreError
-from rewardkit.store.adapters import is_adapter
+from rewardkit.store.adapters import (
+    ADAPTER_CONFIG_FILE,
+    _plan,  # the adapter's LoRA plan, to compute one effective tensor by name
+    base_of,
+    check_mergeable,
+    effective_tensor_ids,
+    is_adapter,
+)
 from rewardkit.store.commits import Commit
 from rewardkit.store.manifest import Manifest, TensorEntry
 from rewardkit.store.merge_strategies import PICKING, check_strategy, combine
@@ -59,6 +68,8 @@ TOKENIZER_FILE = re.compile(
 )
 CONFIG_FILE = "config.json"
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+#: Id prefix, in an effective manifest, of a tensor that exists only as an adapter's ``W + alpha/r * B @ A``.
+COMPUTED = "lora:"
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,8 @@ class Side:
         label: How messages name it: ``"HEAD (main)"`` or the ref the user gave.
         ref: The ref as given (``HEAD``'s branch name for HEAD).
         commit: Its commit id.
-        manifest: Its manifest.
+        manifest: Its effective manifest (:func:`effective_manifest`): for a LoRA adapter
+            commit, the model it means, not the adapter's own tensors.
     """
 
     label: str
@@ -121,7 +133,7 @@ class MergePlan:
             ``config.json`` merged key by key.
         target: For a fast-forward, the commit the branch moves to.
         target_ref: For a fast-forward, that commit as the user named it.
-        base_manifest: The merge-base's manifest (None unless ``kind`` is ``"merge"``).
+        base_manifest: The merge-base's effective manifest (None unless ``kind`` is ``"merge"``).
     """
 
     kind: Literal["merge", "fast-forward", "up-to-date"]
@@ -258,16 +270,11 @@ def plan_merge(
         raise StoreError(
             f"refusing to merge unrelated histories: {branch} and {names} have no common ancestor"
         )
-    for label, id in ((f"HEAD ({branch})", head_id), *others):
-        if is_adapter(repo.commits.get(id)):
-            raise StoreError(
-                f"{label} is a LoRA adapter commit: averaging adapters' A and B matrices is not a merge of their "
-                "effective weights; check the adapters out with --merged, commit the full weights, and merge those"
-            )
-    base = repo.manifest(repo.commits.get(base_id))
+    check_mergeable(repo, [repo.commits.get(id) for id in (base_id, head_id, *(id for _, id in others))])
+    base = effective_manifest(repo, repo.commits.get(base_id))
     sides = (
-        Side(f"HEAD ({branch})", branch, head_id, repo.manifest(repo.commits.get(head_id))),
-        *(Side(ref, ref, id, repo.manifest(repo.commits.get(id))) for ref, id in others),
+        Side(f"HEAD ({branch})", branch, head_id, effective_manifest(repo, repo.commits.get(head_id))),
+        *(Side(ref, ref, id, effective_manifest(repo, repo.commits.get(id))) for ref, id in others),
     )
     _check_architecture(repo, base, sides)
     if strategy not in PICKING:
@@ -293,19 +300,24 @@ def write_merge(repo: Repository, plan: MergePlan, *, progress: bool = False) ->
     """
     objects = repo.objects
     base = plan.base_manifest or Manifest()
+    read = _TensorReader(repo)
     entries: dict[str, TensorEntry] = {}
-    work = [s for s in plan.tensors if s.combined]
-    total = sum(_nbytes(base.tensors[s.name]) for s in work)
+    work = [s for s in plan.tensors if s.combined or _computed(s.entry)]
+    total = sum(_nbytes(base.tensors.get(s.name) or s.entry) for s in work)
     with tqdm(total=total, desc="merging", unit="B", unit_scale=True, disable=not progress, leave=False) as bar:
         for step in plan.tensors:
-            if not step.combined:
-                if step.entry is not None:
-                    entries[step.name] = step.entry
+            if step.entry is not None and not _computed(step.entry):
+                entries[step.name] = step.entry
+                continue
+            if step.entry is not None:  # taken from an adapter side: its effective tensor is stored now
+                entries[step.name] = TensorEntry.from_ref(objects.put_tensor(read(step.name, step.entry)))
+                bar.update(_nbytes(step.entry))
+                continue
+            if not step.combined:  # deleted
                 continue
             base_tensor = (None if plan.strategy == "average"  # the mean of the sides needs no base
-                           else objects.get_tensor(base.tensors[step.name].id, verify=True))
-            versions = [objects.get_tensor(plan.sides[i].manifest.tensors[step.name].id, verify=True)
-                        for i in step.sides]
+                           else read(step.name, base.tensors[step.name]))
+            versions = [read(step.name, plan.sides[i].manifest.tensors[step.name]) for i in step.sides]
             weights = [plan.weights[i] for i in step.sides] if plan.weights is not None else None
             merged = combine(plan.strategy, base_tensor, versions, weights=weights, lam=plan.lam,
                              density=plan.density, seed=plan.seed, name=step.name)
@@ -383,6 +395,55 @@ def default_message(plan: MergePlan) -> str:
     """``"merge exp/a, exp/b into main (average)"``."""
     names = ", ".join(s.ref for s in plan.sides[1:])
     return f"merge {names} into {plan.branch} ({plan.strategy})"
+
+
+# -- effective models ----------------------------------------------------------------
+
+
+def effective_manifest(repo: Repository, commit: Commit) -> Manifest:
+    """The manifest of the model a commit means, read from manifests only.
+
+    A full commit's own manifest. For a LoRA adapter commit, the model
+    :func:`~rewardkit.store.adapters.effective_tensors` yields: its base's tensors, the
+    head taken from the adapter, and each LoRA target as an entry whose id is
+    ``"lora:<commit id>"`` (it exists only as ``W + alpha/r * B @ A``, computed when
+    read); its files are :func:`~rewardkit.store.adapters.model_files`' (the base's overlaid
+    by the adapter's, without ``adapter_config.json``). So a merge of adapters on one base
+    is the merge of their effective weights, and its commit is a full model.
+    """
+    if not is_adapter(commit):
+        return repo.manifest(commit)
+    base, own = repo.manifest(base_of(repo, commit)), repo.manifest(commit)
+    ids = effective_tensor_ids(repo, commit)
+    tensors = {n: TensorEntry(ids[n] or COMPUTED + commit.id, e.dtype, e.shape) for n, e in base.tensors.items()}
+    files = base.files | {n: i for n, i in own.files.items() if n != ADAPTER_CONFIG_FILE}
+    return Manifest(tensors=tensors, files=files)
+
+
+class _TensorReader:
+    """Reads an effective manifest's tensor: a stored object (re-hashed), or an adapter's LoRA target computed.
+
+    Each adapter's own tensors (small: the LoRA factors and the head) are read once and kept.
+    """
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._adapters: dict[str, tuple[Any, dict[str, Any], Manifest]] = {}
+
+    def __call__(self, name: str, entry: TensorEntry) -> Any:  # noqa: ANN401 (a torch.Tensor)
+        get = self.repo.objects.get_tensor
+        if not _computed(entry):
+            return get(entry.id, verify=True)
+        commit_id = entry.id.removeprefix(COMPUTED)
+        if commit_id not in self._adapters:
+            manifest, lora, base = _plan(self.repo, self.repo.commits.get(commit_id))
+            self._adapters[commit_id] = (lora, {n: get(e.id, verify=True) for n, e in manifest.tensors.items()}, base)
+        lora, adapter, base = self._adapters[commit_id]
+        return lora.apply(name, get(base.tensors[name].id, verify=True), adapter)
+
+
+def _computed(entry: TensorEntry | None) -> bool:
+    return entry is not None and entry.id.startswith(COMPUTED)
 
 
 # -- planning ------------------------------------------------------------------------
