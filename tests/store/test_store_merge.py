@@ -111,6 +111,10 @@ def test_one_side_and_both_side_changes(forked, monkeypatch) -> None:
     assert recipe["tensors"] == {"kept": 2, "taken": 1, "combined": 1, "deleted": 0}
     assert merged.message == "merge b into a (average)"
     assert repo.reflog("a")[-1].message == "merge: merge b into a (average)"
+    assert recipe["density"] is None
+    assert plan_merge(repo, [base], strategy="ties").kind == "up-to-date"
+    repo.reset(a)
+    assert plan_merge(repo, ["b"], strategy="ties").recipe()["density"] == 0.2  # the default, recorded
 
 
 def test_three_branches_ties_weights_and_lambda_are_recorded(forked) -> None:

@@ -17,9 +17,10 @@ A merge of HEAD with one or more commits works like git's, tensor by tensor:
    takes part as the model it means (:func:`effective_manifest`: its base's tensors with
    ``W + alpha/r * B @ A`` for each target), so the merge of adapters is the merge of their
    effective weights, committed as a full model.
-3. Write (:func:`write_merge`): only the combined tensors are read and written, one at a
-   time (base + the sides that changed it, then the result is stored and dropped), so
-   memory is bounded by a few tensors, never a whole model per side.
+3. Write (:func:`write_merge`): only the combined tensors (and an adapter's computed
+   ones it takes) are read and written, one at a time (base + the sides that changed it,
+   then the result is stored and dropped), so memory is bounded by a few tensors, never a
+   whole model per side.
 4. Commit (:func:`commit_merge`): a commit with every merged commit as a parent and the
    recipe in ``params["merge"]``, moving the branch by compare-and-swap.
 
@@ -53,7 +54,7 @@ from rewardkit.store.adapters import (
 )
 from rewardkit.store.commits import Commit
 from rewardkit.store.manifest import Manifest, TensorEntry
-from rewardkit.store.merge_strategies import PICKING, check_strategy, combine
+from rewardkit.store.merge_strategies import DARE_DENSITY, PICKING, TIES_DENSITY, check_strategy, combine
 from rewardkit.store.refs import HEAD, HEADS
 from rewardkit.store.repository import Repository
 
@@ -126,7 +127,7 @@ class MergePlan:
         strategy: Strategy name (see :data:`~rewardkit.store.merge_strategies.STRATEGIES`).
         weights: One weight per side, HEAD first, or None.
         lam: Scale λ of the merged task vector.
-        density: Kept fraction for ``ties``/``dare``; None: the strategy's default.
+        density: Kept fraction for ``ties``/``dare`` (their default filled in); None for the others.
         seed: Seed of ``dare``'s masks.
         tensors: One step per tensor name of the merged model, in name order.
         files: The merged model's files (path -> blob id), or JSON to store for a
@@ -186,7 +187,8 @@ def merge_base(repo: Repository, ids: Sequence[str]) -> str | None:
     """Return the best common ancestor of commits ``ids`` (through all parents), or None.
 
     A commit is an ancestor of itself. The best common ancestors are those that are not an
-    ancestor of another common ancestor; for two commits on a line, the older one.
+    ancestor of another common ancestor; for two commits on a line, the one that is the
+    other's ancestor.
 
     Raises:
         StoreError: If there are several best common ancestors (a criss-cross history),
@@ -232,7 +234,8 @@ def plan_merge(
         strategy: How a tensor changed on several sides is combined.
         weights: One weight per model, HEAD first, then ``refs`` in order; None: equal.
         lam: Scale λ of the merged task vector (``task-arithmetic``, ``ties``, ``dare``).
-        density: Kept fraction for ``ties``/``dare``; None: the strategy's default.
+        density: Kept fraction for ``ties``/``dare``; None: the strategy's default
+            (:data:`~rewardkit.store.merge_strategies.TIES_DENSITY`, ``DARE_DENSITY``).
         seed: Seed of ``dare``'s masks.
 
     Returns:
@@ -247,6 +250,8 @@ def plan_merge(
     if not refs:
         raise StoreError("nothing to merge: name at least one branch, e.g. rewardkit merge exp/lr")
     check_strategy(strategy, weights, 1 + len(refs), density)
+    if density is None:  # recorded resolved, so the recipe reproduces the merge whatever the defaults become
+        density = {"ties": TIES_DENSITY, "dare": DARE_DENSITY}.get(strategy)
     if strategy == "theirs" and len(refs) > 1:
         raise StoreError("--strategy theirs needs exactly one branch to merge (whose version would win?)")
     branch = repo.current_branch()
