@@ -31,7 +31,7 @@ def test_a_ref_loads_from_the_objects_bit_identical_to_a_checkout(tmp_path, tiny
         def no_weights_file(*args, **kwargs):
             raise AssertionError("loading a ref wrote a model.safetensors")
 
-        monkeypatch.setattr("rewardkit.store.modeldir.save_file", no_weights_file)
+        monkeypatch.setattr("rewardkit.store.repository.write_weights", no_weights_file)
         from_ref, config = api.load_model("main", repo)
 
     assert config is None  # committed without a training config

@@ -183,3 +183,20 @@ def test_an_adapter_commit_keeps_its_base(repo: Repository, tiny_tensors) -> Non
     assert report.removed_objects == [] and report.removed_commits == []
     assert repo.commits.has(base.id) and repo.load_tensors(base.id)
     assert fsck(repo).findings == [] and adapter.base_commits() == [base.id]
+
+
+def test_a_reused_old_dangling_object_is_young_again(repo: Repository) -> None:
+    """A merge reuses an old dangling object before its commit lands: dedup refreshes its time, as git does."""
+    old = repo.objects.put_tensor(torch.arange(2000.0)).id  # left by an earlier, abandoned operation
+    _age(repo, [old], 3 * HOUR)
+    assert repo.objects.put_tensor(torch.arange(2000.0)).id == old  # reused by dedup, not rewritten
+    assert gc(repo).removed_objects == [] and repo.objects.has(old)
+
+
+def test_a_young_delta_object_keeps_its_old_base(repo: Repository) -> None:
+    base = repo.objects.put_tensor(torch.linspace(0, 1, 4096)).id
+    _age(repo, [base], 3 * HOUR)
+    delta = repo.objects.put_tensor(torch.linspace(0, 1, 4096) + 1e-4, delta_base=base).id
+    assert repo.objects.dependencies(delta) == [base]  # stored as a delta (compression pays here)
+    assert gc(repo).removed_objects == [] and repo.objects.has(base)
+    assert torch.equal(repo.objects.get_tensor(delta, verify=True), torch.linspace(0, 1, 4096) + 1e-4)

@@ -155,7 +155,7 @@ def test_checkout_detects_corrupt_objects(
         ("missing", "does not exist"),
         ("file", "is not a folder"),
         ("no weights", "has no model.safetensors; save the model with"),
-        ("sharded", "sharded checkpoints are not supported"),
+        ("sharded", "index.json is not a sharded-weights index \\(no key 'weight_map'\\)"),
         ("truncated", "cannot read .*model.safetensors"),
         ("garbage", "cannot read .*model.safetensors"),
     ],

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,10 +37,11 @@ from safetensors.torch import save_file
 
 from rewardkit.errors import ModelError, StoreError
 from rewardkit.store.commits import Commit
-from rewardkit.store.modeldir import WEIGHTS_METADATA, write_model_dir
+from rewardkit.store.modeldir import WEIGHTS_METADATA, write_model_dir, write_weights
+from rewardkit.store.objects import tensor_bytes
 
 if TYPE_CHECKING:
-    from rewardkit.store.manifest import Manifest
+    from rewardkit.store.manifest import Manifest, TensorEntry
     from rewardkit.store.repository import Repository
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -264,15 +265,25 @@ def effective_tensors(repo: Repository, commit: Commit, *, verify: bool = True) 
     Raises:
         StoreError: An object is missing or corrupt, or the adapter does not fit its base.
     """
+    entries, read = _effective_reader(repo, commit, verify)
+    for name in entries:
+        yield name, read(name)
+
+
+def _effective_reader(repo: Repository, commit: Commit, verify: bool
+                      ) -> tuple[Mapping[str, TensorEntry], Callable[[str], torch.Tensor]]:
+    """The entries (name, dtype, shape) of the model a commit means, and a reader of one tensor by name."""
     if not is_adapter(commit):
-        for name, entry in repo.manifest(commit).tensors.items():
-            yield name, repo.objects.get_tensor(entry.id, verify=verify)
-        return
+        own = repo.manifest(commit).tensors
+        return own, lambda name: repo.objects.get_tensor(own[name].id, verify=verify)
     manifest, plan, base = _plan(repo, commit)
     adapter = {n: repo.objects.get_tensor(e.id, verify=verify) for n, e in manifest.tensors.items()}
-    for name, entry in base.tensors.items():
-        tensor = repo.objects.get_tensor(entry.id, verify=verify)
-        yield name, plan.apply(name, tensor, adapter) if name in plan.deltas or name in plan.replaced else tensor
+
+    def read(name: str) -> torch.Tensor:
+        tensor = repo.objects.get_tensor(base.tensors[name].id, verify=verify)
+        return plan.apply(name, tensor, adapter) if name in plan.deltas or name in plan.replaced else tensor
+
+    return base.tensors, read
 
 
 def model_files(repo: Repository, commit: Commit, *, verify: bool = True) -> dict[str, bytes]:
@@ -314,9 +325,11 @@ def checkout_adapter(repo: Repository, commit: Commit, to: str | Path, *, merged
     if to.is_dir() and any(to.iterdir()) and not force:
         raise StoreError(f"cannot check out into {to}: the folder is not empty; choose a new folder "
                          "or pass force=True (--force) to overwrite")
-    if merged:
-        return write_model_dir(to, dict(effective_tensors(repo, commit, verify=verify)),
-                               model_files(repo, commit, verify=verify))
+    if merged:  # streamed: one merged tensor in memory at a time
+        entries, read = _effective_reader(repo, commit, verify)
+        write_model_dir(to, None, model_files(repo, commit, verify=verify))
+        write_weights(to, entries, lambda name: tensor_bytes(read(name)))
+        return to
     manifest = repo.manifest(commit)
     files = {n: repo.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
     config = json.loads(files[ADAPTER_CONFIG_FILE])

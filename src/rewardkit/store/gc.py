@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,8 +107,8 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
         except StoreError as exc:
             raise StoreError(f"gc removed nothing: the repository is damaged ({exc}); run `rewardkit fsck`") from exc
         doomed_commits = sorted(c.id for c in dead if c not in young)
-        doomed: list[tuple[str, int]] = []
-        n_young = 0
+        old: list[tuple[str, int]] = []
+        young_objects: list[str] = []
         for id in repo.objects.ids():
             if id in keep:
                 continue
@@ -116,9 +117,12 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
             except FileNotFoundError:
                 continue
             if now - stat.st_mtime < grace_s:
-                n_young += 1
+                young_objects.append(id)
             else:
-                doomed.append((id, stat.st_size))
+                old.append((id, stat.st_size))
+        n_young = len(young_objects)
+        needed = _closure(repo.objects, young_objects)  # a young delta object needs its (maybe old) base
+        doomed = [(id, size) for id, size in old if id not in needed]
         temp_files = _stale_temp_files(repo, now - min(grace_s, TMP_GRACE_S))
         if not dry_run:
             if not lock.held():
@@ -152,8 +156,20 @@ def roots(repo: Repository) -> set[str]:
 
 def dependencies(objects: ObjectStore, id: str) -> list[str]:
     """Return the objects that object ``id`` needs to be read (e.g. its delta base); often none."""
-    needs = getattr(objects, "dependencies", None)  # arrives with compressed objects (issue 6, part D)
-    return list(needs(id)) if needs is not None else []
+    return list(objects.dependencies(id))
+
+
+def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
+    """Return ``ids`` and everything they need to be read, transitively (unreadable ones skipped)."""
+    found: set[str] = set()
+    todo = list(ids)
+    while todo:
+        id = todo.pop()
+        if id not in found:
+            found.add(id)
+            with suppress(StoreError):
+                todo.extend(dependencies(objects, id))
+    return found
 
 
 def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set[str] | None = None) -> set[str]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,8 +31,8 @@ from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
 from rewardkit.store.commits import Commit, CommitStore
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
-from rewardkit.store.modeldir import read_model_dir, write_model_dir
-from rewardkit.store.objects import ObjectStore, dtype_name
+from rewardkit.store.modeldir import MAX_SHARD_SIZE, read_model_dir, write_model_dir, write_weights
+from rewardkit.store.objects import ObjectStore
 from rewardkit.store.refs import ANY, HEAD, HEADS, Refs, check_ref_name, resolve
 from rewardkit.store.refverbs import DEFAULT_BRANCH, HEAD_FILE, RefVerbs, write_head
 
@@ -223,7 +225,7 @@ class Repository(RefVerbs):
 
     def commit_tensors(
         self,
-        tensors: dict[str, torch.Tensor],
+        tensors: Mapping[str, torch.Tensor],
         files: dict[str, bytes],
         message: str,
         *,
@@ -238,11 +240,14 @@ class Repository(RefVerbs):
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
 
-        Inputs are validated before anything is written. Only objects the store lacks are
+        Inputs are validated before anything is written (each tensor as it is stored, one
+        at a time, so ``tensors`` may load lazily). Only objects the store lacks are
         written, so a commit that changes one tensor writes one tensor object (plus the
-        manifest). An object already stored is reused only once checked: its size always,
-        its bytes when it is small (at most 1 MiB) or ``verify_existing`` is set; a damaged
-        one is rewritten from the committed tensors. The branch moves by compare-and-swap
+        manifest); a changed tensor may be stored as a compressed delta against the
+        parent's tensor of the same name (see :mod:`rewardkit.store.objects`). An object
+        already stored is reused only once checked: its size always, its bytes when it is
+        small (at most 1 MiB) or ``verify_existing`` is set; a damaged one is rewritten from
+        the committed tensors. The branch moves by compare-and-swap
         from the head read here.
 
         A refused or failed commit leaves the repository as it was: if anything fails
@@ -254,7 +259,8 @@ class Repository(RefVerbs):
         this call may still delete.
 
         Args:
-            tensors: Tensor name (as in ``model.safetensors``) -> tensor, any device.
+            tensors: Tensor name (as in ``model.safetensors``) -> tensor, any device; read
+                once each, in order.
             files: Relative POSIX path -> content, e.g. ``{"config.json": b"{...}"}``.
             message: What changed.
             author: Who committed; default the login name.
@@ -278,11 +284,6 @@ class Repository(RefVerbs):
         branch = check_ref_name(branch or self.current_branch())
         if not tensors:
             raise StoreError("no tensors to commit; pass the model's state_dict()")
-        for name, tensor in tensors.items():
-            if not isinstance(tensor, torch.Tensor):
-                kind = type(tensor).__name__
-                raise StoreError(f"tensor {name!r} is a {kind}, not a torch.Tensor")
-            dtype_name(tensor.dtype)
         for name in files:
             check_file_path(name)
         author = author or _default_author()
@@ -293,15 +294,7 @@ class Repository(RefVerbs):
 
         with self.objects.undo_on_error():  # a failed commit deletes the objects it wrote
             head = self.refs.get(HEADS + branch)
-            put_tensor, put_blob = self.objects.put_tensor, self.objects.put_blob
-            manifest = Manifest(
-                tensors={
-                    n: TensorEntry.from_ref(put_tensor(t, verify_existing=verify_existing))
-                    for n, t in tensors.items()
-                },
-                files={n: put_blob(data, verify_existing=verify_existing) for n, data in files.items()},
-            )
-            manifest_id = manifest.store(self.objects)
+            manifest_id = self._store_model(tensors, files, head, verify_existing).store(self.objects)
             self.objects.check_lock()
             return self.commit_manifest(manifest_id, message, branch=branch, expected_head=head,
                                         author=author, retry=retry, **meta)
@@ -373,6 +366,39 @@ class Repository(RefVerbs):
                 expected_head = ANY
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _store_model(
+        self, tensors: Mapping[str, torch.Tensor], files: dict[str, bytes], head: str | None, verify_existing: bool
+    ) -> Manifest:
+        """Store a model's tensors one at a time, and its files; return its manifest (not stored).
+
+        Each tensor is offered the same-named tensor of commit ``head`` as its delta base
+        (see :meth:`ObjectStore.put_tensor`), so a fine-tune costs what its changes cost.
+        Call inside :meth:`ObjectStore.undo_on_error`: a bad tensor raises after others
+        were stored.
+
+        Raises:
+            StoreError: If a value is not a tensor or has a dtype the store cannot hold.
+        """
+        parent: dict[str, TensorEntry] = {}
+        if head:
+            with suppress(StoreError):  # a damaged parent only costs the delta candidates
+                parent = Manifest.from_bytes(
+                    self.objects.get_bytes(self.commits.get(head).manifest_id, verify=True)
+                ).tensors
+        entries = {}
+        for name, tensor in tensors.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise StoreError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+            base = parent[name].id if name in parent else None
+            ref = self.objects.put_tensor(tensor, verify_existing=verify_existing, delta_base=base)
+            entries[name] = TensorEntry.from_ref(ref)
+            del tensor
+        put_blob = self.objects.put_blob
+        return Manifest(
+            tensors=entries,
+            files={n: put_blob(data, verify_existing=verify_existing) for n, data in files.items()},
+        )
+
     def commit_dir(
         self,
         model_dir: str | Path,
@@ -387,13 +413,15 @@ class Repository(RefVerbs):
         verify_existing: bool = False,
         retry: bool = False,
     ) -> Commit:
-        """Commit a model folder (``model.safetensors`` + other files) on ``branch``.
+        """Commit a model folder (``model.safetensors`` or shards + other files) on ``branch``.
 
         See :meth:`commit_tensors` for the arguments; ``model_dir`` is the folder
-        ``save_pretrained`` wrote. It is read completely before anything is written.
+        ``save_pretrained`` wrote. Its weights headers are checked before anything is
+        written, then its tensors are read and stored one at a time (memory: about a few
+        times the largest tensor, never the whole model).
 
         Raises:
-            ModelError: If the folder is missing, lacks ``model.safetensors``, or it is damaged.
+            ModelError: If the folder is missing, lacks weights, or they are damaged.
             StoreError: As :meth:`commit_tensors`.
         """
         tensors, files = read_model_dir(model_dir)
@@ -477,17 +505,24 @@ class Repository(RefVerbs):
         force: bool = False,
         verify: bool = True,
         weights: bool = True,
+        max_shard_size: int | str = MAX_SHARD_SIZE,
     ) -> Path:
         """Write the model of ``ref`` as a folder ``from_pretrained`` loads unchanged.
+
+        The weights are written one tensor at a time (memory: about a few times the
+        largest tensor), bit-identical to the committed tensors.
 
         Args:
             ref: Branch, ``branch~N``, commit id or prefix.
             to: Target folder; created if missing.
             force: Write into a non-empty folder, overwriting files with the same names.
             verify: Re-hash every object read and raise if corrupt.
-            weights: Write ``model.safetensors``; ``False`` writes only the small files
-                (config, tokenizer), for a caller that reads the tensors with
-                :meth:`load_tensors` instead.
+            weights: Write the weights; ``False`` writes only the small files (config,
+                tokenizer), for a caller that reads the tensors with :meth:`load_tensors`
+                instead.
+            max_shard_size: Above this many bytes of tensors (or a size such as ``"5GB"``),
+                write shards and ``model.safetensors.index.json`` as ``save_pretrained``
+                does, instead of one ``model.safetensors``.
 
         Returns:
             The target folder.
@@ -507,7 +542,12 @@ class Repository(RefVerbs):
             )
         manifest = self.manifest(ref)
         files = {n: self.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
-        return write_model_dir(to, self._tensors(manifest, verify) if weights else None, files)
+        write_model_dir(to, None, files)
+        if weights:
+            entries = manifest.tensors
+            read = lambda name: self.objects.get_payload(entries[name].id, verify=verify)  # noqa: E731
+            write_weights(to, entries, read, max_shard_size=max_shard_size)
+        return to
 
     def stats(self) -> RepoStats:
         """Return counts of objects (and their bytes), commits and branches."""
