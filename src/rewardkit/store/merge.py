@@ -346,7 +346,8 @@ def commit_merge(
 
     Everything happens under the object store's write lock: if anything fails (the branch
     moved meanwhile, evaluation failed, an interrupt), the objects this merge created are
-    deleted and no ref moves.
+    deleted and no ref moves. Commits in other processes wait meanwhile (evaluation
+    included), as they wait for any commit writing objects.
 
     Args:
         repo: The repository the plan was made in.
