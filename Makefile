@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: main test bench bench-score lint
+.PHONY: main test bench bench-score bench-store lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ bench: $(STAMP)  ## rewardkit against TRL RewardTrainer, best and as shipped: 4 
 
 bench-score: $(STAMP)  ## texts/s of `score --data` (see bench/README.md)
 	$(BIN)/python bench/score_speed.py --json bench/score_speed.json
+
+bench-store: $(STAMP)  ## rewardkit's store against DVC, MLflow and cp: 10 versions of a 1 GiB model (see bench/README.md)
+	$(BIN)/python bench/store_vs_dvc_mlflow.py --merge --json bench/store_vs_dvc_mlflow.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -3,7 +3,8 @@
 The CLI calls exactly these functions and only renders what they return. One module per
 concept: :mod:`~rewardkit.api.training` (train, evaluate on the held-out splits, commit),
 :mod:`~rewardkit.api.evaluation` (evaluate and score), :mod:`~rewardkit.api.models` (open a
-model from an object, a folder or a ref; commit a folder) and :mod:`~rewardkit.api.checks`
+model from an object, a folder or a ref; commit a folder), :mod:`~rewardkit.api.diff` (compare
+two versions) and :mod:`~rewardkit.api.checks`
 (arguments checked before slow work). The names below are imported on first use (see
 :mod:`rewardkit.lazy`), so the CLI loads torch only once a command needs it.
 """
@@ -13,15 +14,18 @@ from typing import TYPE_CHECKING
 from rewardkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from rewardkit.api.diff import ModelDiff, diff
     from rewardkit.api.evaluation import evaluate, score, score_data
     from rewardkit.api.models import ModelSource, checkout, commit, load_model, open_model
     from rewardkit.api.training import TrainRun, train
 
 __all__ = [
+    "ModelDiff",
     "ModelSource",
     "TrainRun",
     "checkout",
     "commit",
+    "diff",
     "evaluate",
     "load_model",
     "open_model",
@@ -30,6 +34,7 @@ __all__ = [
     "train",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(("ModelDiff", "diff"), "rewardkit.api.diff"),
     **dict.fromkeys(("evaluate", "score", "score_data"), "rewardkit.api.evaluation"),
     **dict.fromkeys(("ModelSource", "checkout", "commit", "load_model", "open_model"), "rewardkit.api.models"),
     **dict.fromkeys(("TrainRun", "train"), "rewardkit.api.training"),

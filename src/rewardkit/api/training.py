@@ -70,7 +70,11 @@ def train(
     the model is evaluated on the validation and test splits and on every ``eval_data``
     source (all of it, format detected), and the commit records all of those metrics, and
     in ``params["fingerprints"]`` the fingerprint of the training pairs and of every data set
-    evaluated (``"train"``, ``"validation"``, ``"test"``, each ``eval_data`` file name).
+    evaluated (``"train"``, ``"validation"``, ``"test"``, each ``eval_data`` file name). The
+    commit also stores a probe set for ``rewardkit diff``: the first 256 pairs of the test
+    split (else of the validation split) and the model's rewards on them, taken from the
+    evaluation (nothing is scored twice), named in ``params["probe"]`` (see
+    :mod:`rewardkit.store.probe`).
 
     All data, ``eval_data`` included, is read and checked before torch and the backbone's
     weights are loaded, so a data error comes back in about the time Python takes to start;
@@ -153,7 +157,8 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
         check_backbone_targets(base.folder if base is not None else config.base_model, config.lora_target_modules)
 
     # torch and the weights are loaded only once the data is known to be good
-    from rewardkit.evaluation import evaluate_model
+    from rewardkit.evaluation import evaluate_with_rewards
+    from rewardkit.store.probe import make_probe
     from rewardkit.training import RewardTrainer
 
     model = _load_base(config, base, Path(output_dir)) if config.lora or base is not None else None
@@ -164,8 +169,9 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
         return TrainRun(result, {}, model_dir, None, **counts, is_main_process=False)
     result.model.tokenizer.model_max_length = config.max_length  # so a checkout scores as trained
     result.model.save(model_dir)
-    reports = {name: evaluate_model(result.model, dataset, max_length=config.max_length, progress=progress)
-               for name, dataset in held_out.items()}
+    evaluated = {name: evaluate_with_rewards(result.model, dataset, max_length=config.max_length, progress=progress)
+                 for name, dataset in held_out.items()}
+    reports = {name: report for name, (report, _) in evaluated.items()}
 
     commit = None
     if commit_message is not None:
@@ -178,7 +184,14 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
                   "formats": parts["train"].formats, "fingerprints": fingerprints}
         if base is not None:
             params["base"] = base.commit.id
-        meta = dict(params=params, metrics=metrics, data_fingerprint=fingerprints["train"], backbone=backbone)
+        probe_objects = []
+        split = next((name for name in ("test", "validation") if name in held_out), None)
+        if split is not None:  # the probe set `diff` compares versions on: the split's first pairs
+            probe = make_probe(held_out[split].pairs, evaluated[split][1])  # rewards the evaluation computed
+            params["probe"] = probe.param() | {"split": split}
+            probe_objects = [probe.pairs_bytes(), probe.rewards]
+        meta = dict(params=params, metrics=metrics, data_fingerprint=fingerprints["train"], backbone=backbone,
+                    extra_objects=probe_objects)
         if config.lora:
             from rewardkit.store.adapters import commit_adapter
 

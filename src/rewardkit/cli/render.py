@@ -23,8 +23,10 @@ from rich.text import Text
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from rewardkit.api.diff import Behaviour
     from rewardkit.evaluation import EvalReport
     from rewardkit.store import Commit, ReflogEntry
+    from rewardkit.store.diff import CommitDiff, MetricRow
     from rewardkit.store.fsck import FsckReport
     from rewardkit.store.gc import GcReport
     from rewardkit.store.merge import MergePlan
@@ -198,7 +200,7 @@ def reflog_table(entries: list[ReflogEntry]) -> Table:
 
 
 def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) -> Table:
-    """Key/value view of one commit."""
+    """Key/value view of one commit; its metrics go in :func:`metrics_table`."""
     table = Table(show_header=False, title=f"commit {commit.id}", title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -217,8 +219,6 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
         table.add_row(f"fingerprint {name}", str(value))
     table.add_row("model", f"{n_tensors} tensors ({n_params / 1e6:.1f}M parameters), {n_files} files")
-    for key, value in sorted((commit.metrics or {}).items()):
-        table.add_row(f"metric {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
     config = (commit.params or {}).get("config", {})
     if config:
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None))
@@ -281,6 +281,119 @@ def gc_summary(report: GcReport) -> Text:
         if len(names) > MAX_LISTED:
             lines.append(f"  … and {len(names) - MAX_LISTED} more {what}s (see --json)")
     return Text("\n".join(lines))
+
+
+# -- diff and metrics by evaluation set (store.diff, api.diff) ----------------------------
+
+
+def _value(value: Any) -> str:
+    """A param or config value as the user wrote it (``5e-05`` stays ``5e-05``); ``–`` when absent."""
+    if value is None:
+        return "–"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _num(value: Any, signed: bool = False) -> str:
+    """A metric or statistic: ints as they are, floats to 4 decimals, or 3 digits when tiny or huge."""
+    if value is None:
+        return "" if signed else "–"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _value(value)
+    if value == 0:
+        return "0"
+    if isinstance(value, int):
+        return f"{value:+d}" if signed else str(value)
+    if not math.isfinite(value):
+        return str(value)
+    sign = "+" if signed else ""
+    return f"{value:{sign}.4f}" if 1e-3 <= abs(value) < 1e6 else f"{value:{sign}.3g}"
+
+
+def metrics_table(rows: list[MetricRow], title: str = "metrics", labels: tuple[str, ...] = ("A", "B")) -> Table:
+    """Metrics grouped by evaluation set, one section per set.
+
+    With one label (``show``) a value column; with two (``diff``) both values and the change.
+    """
+    table = Table(title=title, title_justify="left")
+    table.add_column("set")
+    table.add_column("metric")
+    for label in labels:
+        table.add_column(label, justify="right")
+    if len(labels) == 2:
+        table.add_column("change", justify="right")
+    group = None
+    for row in rows:
+        if group is not None and row.set != group:
+            table.add_section()
+        first = row.set != group
+        group = row.set
+        cells = [_num(row.a)] + ([_num(row.b), _num(row.change, signed=True)] if len(labels) == 2 else [])
+        table.add_row(bold(row.set) if first else "", row.metric, *cells)
+    return table
+
+
+def params_table(d: CommitDiff) -> Table:
+    """Params (dotted keys), model config keys and model files that differ, old → new."""
+    table = Table(title="params and config (only what differs)", title_justify="left")
+    for col in ("where", "key", "A", "B"):
+        table.add_column(col)
+    for where, changes in (("params", d.params), ("config.json", d.model_config)):
+        for c in changes:
+            table.add_row(where, c.key, _value(c.a), _value(c.b))
+    for name, status in d.files.items():
+        table.add_row("file", name, "" if status == "added" else "present", status)
+    if not table.rows:
+        table.add_row("", "(no differences)", "", "")
+    return table
+
+
+def tensors_table(d: CommitDiff) -> Table:
+    """The tensors summary in the caption, and the top-k most changed tensors by relative L2 change."""
+    s = d.summary
+    table = Table(title=f"tensors: top {len(d.top)} by relative L2 change", title_justify="left")
+    for col in ("tensor", "dtype", "shape", "‖B−A‖/‖A‖", "cosine", "max |B−A|"):
+        table.add_column(col, justify="left" if col in ("tensor", "dtype", "shape") else "right")
+    for t in d.top:
+        st = t.stats
+        relative = "inf (‖A‖=0)" if st.relative_l2 == math.inf else _num(st.relative_l2)
+        table.add_row(t.name, t.b.dtype, str(list(t.b.shape)), relative, _num(st.cosine), _num(st.max_abs_diff))
+    others = [t for t in d.tensors if t.status in ("added", "removed", "incompatible")]
+    if others:
+        table.add_section()
+        for t in others:
+            a = f"{t.a.dtype} {list(t.a.shape)}" if t.a else "–"
+            b = f"{t.b.dtype} {list(t.b.shape)}" if t.b else "–"
+            table.add_row(t.name, t.status, f"{a} → {b}", "", "", "")
+    counts = ", ".join(f"{n} {'of other dtype/shape' if status == 'incompatible' else status}"
+                       for status, n in s.counts.items())
+    table.caption = (f"{counts}; {_size(s.bytes_differ)} of B's {_size(s.bytes_b)} differ from A "
+                     f"({_size(s.bytes_removed)} removed)")
+    return table
+
+
+def behaviour_table(b: Behaviour) -> Table:
+    """Spearman, preference agreement, accuracy, reward drift and length correlation of A and B."""
+    table = Table(title=f"behaviour on {b.n_pairs} pairs ({b.source})", title_justify="left")
+    for col in ("measure", "A", "B", "change"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    g = b.agreement
+    if g is None:
+        table.add_row("no comparison", "", "", "")
+        table.caption = b.missing
+        return table
+    length_change = None if None in (g.length_corr_a, g.length_corr_b) else g.length_corr_b - g.length_corr_a
+    table.add_row("Spearman rank correlation of rewards", "", "", _num(g.spearman))
+    table.add_row("pairs ordered the same way", "", "", _pct(g.preference_agreement))
+    table.add_row("pairwise accuracy", _pct(g.accuracy_a), _pct(g.accuracy_b),
+                  f"{100 * (g.accuracy_b - g.accuracy_a):+.1f} pts")
+    table.add_row("reward mean", _num(g.mean_a), _num(g.mean_b), _num(g.mean_drift, signed=True))
+    table.add_row("reward std", _num(g.std_a), _num(g.std_b), _num(g.std_drift, signed=True))
+    table.add_row("corr(reward, length in chars)", _num(g.length_corr_a), _num(g.length_corr_b),
+                  _num(length_change, signed=True))
+    table.caption = "a pair tied in one version only counts as ordered differently"
+    return table
 
 
 # -- merge -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import typer
 
 from rewardkit import api
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import commit_table, console, log_table, print_json
+from rewardkit.cli.render import commit_table, console, log_table, metrics_table, print_json
 
 
 def init(
@@ -73,6 +73,8 @@ def show(
     repo: RepoOption = None,
 ) -> None:
     """One commit: message, lineage, data fingerprint, params and metrics."""
+    from rewardkit.store.diff import metric_rows
+
     with open_repo(repo) as r:
         c = r.resolve(ref)
         manifest = r.manifest(c)
@@ -81,6 +83,8 @@ def show(
             return
         n_params = sum(math.prod(t.shape) for t in manifest.tensors.values())
         console.print(commit_table(c, len(manifest.tensors), len(manifest.files), n_params))
+        if c.metrics:
+            console.print(metrics_table(metric_rows(c.metrics), labels=("value",)))
 
 
 def checkout(

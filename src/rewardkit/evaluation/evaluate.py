@@ -109,9 +109,28 @@ def evaluate_model(
         seed: Seed of the bootstrap.
         progress: Show a progress bar.
     """
+    return evaluate_with_rewards(model, dataset, max_length=max_length, batch_size=batch_size, seed=seed,
+                                 progress=progress)[0]
+
+
+def evaluate_with_rewards(
+    model: TextRewardModel,
+    dataset: PreferenceDataset,
+    *,
+    max_length: int = 512,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[EvalReport, dict[tuple[str, str], float]]:
+    """:func:`evaluate_model`, also returning the rewards it computed (see :func:`reward_table`).
+
+    ``train`` reuses them for the probe set it stores with a commit, so those pairs are not
+    scored twice.
+    """
     reward_of = reward_table(model, [*dataset.pairs, *dataset.ties], max_length=max_length, batch_size=batch_size,
                              progress=progress)
-    return report_from_rewards(dataset.pairs, dataset.ties, lambda p, r: reward_of[(p.prompt, r)], seed=seed)
+    report = report_from_rewards(dataset.pairs, dataset.ties, lambda p, r: reward_of[(p.prompt, r)], seed=seed)
+    return report, reward_of
 
 
 def reward_table(

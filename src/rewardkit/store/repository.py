@@ -17,7 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +236,7 @@ class Repository(RefVerbs):
         backbone: str | None = None,
         branch: str | None = None,
         verify_existing: bool = False,
+        extra_objects: Sequence[bytes | torch.Tensor] = (),
         retry: bool = False,
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
@@ -272,6 +273,10 @@ class Repository(RefVerbs):
                 (as a root commit) if it does not exist.
             verify_existing: Compare every already-stored object with the committed bytes
                 before reusing it, not only the small ones.
+            extra_objects: Objects the commit refers to besides its model, by ids its
+                ``params`` name (blobs as bytes, tensors): e.g. the probe set of
+                ``params["probe"]`` (:mod:`rewardkit.store.probe`). Written with the model's
+                objects, and deleted with them if the commit fails.
             retry: If the branch moved while committing, re-parent onto its new head and
                 try again (see :meth:`commit_manifest`).
 
@@ -294,7 +299,13 @@ class Repository(RefVerbs):
 
         with self.objects.undo_on_error():  # a failed commit deletes the objects it wrote
             head = self.refs.get(HEADS + branch)
-            manifest_id = self._store_model(tensors, files, head, verify_existing).store(self.objects)
+            manifest = self._store_model(tensors, files, head, verify_existing)
+            for extra in extra_objects:  # e.g. the probe set its params name
+                if isinstance(extra, torch.Tensor):
+                    self.objects.put_tensor(extra, verify_existing=verify_existing)
+                else:
+                    self.objects.put_blob(extra, verify_existing=verify_existing)
+            manifest_id = manifest.store(self.objects)
             self.objects.check_lock()
             return self.commit_manifest(manifest_id, message, branch=branch, expected_head=head,
                                         author=author, retry=retry, **meta)
@@ -411,6 +422,7 @@ class Repository(RefVerbs):
         backbone: str | None = None,
         branch: str | None = None,
         verify_existing: bool = False,
+        extra_objects: Sequence[bytes | torch.Tensor] = (),
         retry: bool = False,
     ) -> Commit:
         """Commit a model folder (``model.safetensors`` or shards + other files) on ``branch``.
@@ -436,6 +448,7 @@ class Repository(RefVerbs):
             backbone=backbone,
             branch=branch,
             verify_existing=verify_existing,
+            extra_objects=extra_objects,
             retry=retry,
         )
 
