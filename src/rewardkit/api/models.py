@@ -109,13 +109,21 @@ class ModelSource:
 
 
 @contextmanager
-def open_model(model: str | Path | TextRewardModel, repo: Repository | None = None) -> Iterator[ModelSource]:
-    """Resolve a model given as an object, a folder or a ref, without loading it (see :class:`ModelSource`).
+def open_model(
+    model: str | Path | TextRewardModel | Commit, repo: Repository | None = None
+) -> Iterator[ModelSource]:
+    """Resolve a model given as an object, a folder, a ref or a commit, without loading it (see :class:`ModelSource`).
+
+    A :class:`~rewardkit.store.Commit` need not be stored yet (a merge evaluates its model
+    before committing it); its manifest and objects must be.
 
     Raises:
         RefError: Not a folder and not a ref of the repository.
     """
     with tempfile.TemporaryDirectory(prefix="rewardkit-") as scratch:
+        if isinstance(model, Commit):
+            yield ModelSource(model, model.id[:10], repo or Repository.discover(), Path(scratch))
+            return
         if isinstance(model, TextRewardModel) or Path(model).is_dir():
             source = model if isinstance(model, TextRewardModel) else Path(model)
             yield ModelSource(source, str(model), None, Path(scratch))

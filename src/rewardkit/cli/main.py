@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import diff, evaluate, maintenance, refs, repo, train
+from rewardkit.cli import diff, evaluate, maintenance, merge, refs, repo, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -34,6 +34,7 @@ app.add_typer(refs.alias_app, name="alias")
 app.command()(refs.reset)
 app.command()(refs.revert)
 app.command()(refs.reflog)
+app.command()(merge.merge)
 app.command()(maintenance.fsck)
 app.command()(maintenance.gc)
 app.command()(diff.diff)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rewardkit.store.diff import CommitDiff, MetricRow
     from rewardkit.store.fsck import FsckReport
     from rewardkit.store.gc import GcReport
+    from rewardkit.store.merge import MergePlan
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -393,3 +394,21 @@ def behaviour_table(b: Behaviour) -> Table:
                   _num(length_change, signed=True))
     table.caption = "a pair tied in one version only counts as ordered differently"
     return table
+
+
+# -- merge -----------------------------------------------------------------------------
+
+
+def merge_summary(plan: MergePlan, commit: Commit | None) -> str:
+    """Git's words: "Already up to date.", "Fast-forward", or the merge commit and what each tensor did."""
+    if plan.kind == "up-to-date":
+        return "Already up to date."
+    if plan.kind == "fast-forward":
+        return f"Updating {plan.head[:10]}..{(plan.target or '')[:10]}\nFast-forward {plan.branch}"
+    counts = plan.counts()
+    first = (commit.message if commit else "").partition("\n")[0]
+    deleted = f", {counts['deleted']} deleted" if counts["deleted"] else ""
+    return (f"[{plan.branch} {commit.id[:10] if commit else '?'}] {first}\n"
+            f"Merge made by the '{plan.strategy}' strategy from base {(plan.base or '')[:10]}.\n"
+            f"tensors: {counts['combined']} combined, {counts['taken']} taken from one side, "
+            f"{counts['kept']} unchanged{deleted}")
