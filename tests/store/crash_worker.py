@@ -25,6 +25,7 @@ import torch
 
 from rewardkit.store import Repository
 from rewardkit.store.gc import gc
+from rewardkit.store.merge import commit_merge, fast_forward, plan_merge
 
 BRANCHES = ("main", "side")
 ALIAS = "production"
@@ -41,12 +42,30 @@ def model(seed: int) -> dict[str, torch.Tensor]:
     }
 
 
+CONFIG = {"model_type": "tiny"}  # one config for every commit, so merges meet no file conflict
+
+
 def commit(repo: Repository, rng: random.Random) -> dict[str, Any]:
     seed = rng.randrange(1 << 30)
     branch = rng.choice(BRANCHES)
-    c = repo.commit_tensors(model(seed), {"config.json": json.dumps({"seed": seed}).encode()}, f"seed {seed}",
+    branches = repo.branches()
+    if branches and branch not in branches:  # both branches share a history, so they can merge
+        repo.create_branch(branch, next(iter(branches)))
+    c = repo.commit_tensors(model(seed), {"config.json": json.dumps(CONFIG).encode()}, f"seed {seed}",
                             metrics={"accuracy": rng.random()}, branch=branch)
     return {"op": "commit", "commit": c.id, "seed": seed, "branch": branch}
+
+
+def merge(repo: Repository, rng: random.Random) -> dict[str, Any]:
+    """Merge ``side`` into ``main`` (the current branch) with a weight strategy, or fast-forward."""
+    if set(repo.branches()) != set(BRANCHES):
+        return {"op": "merge", "kind": "nothing to merge"}
+    plan = plan_merge(repo, ["side"], strategy=rng.choice(["average", "ties"]))
+    if plan.kind == "fast-forward":
+        fast_forward(repo, plan)
+    if plan.kind != "merge":
+        return {"op": "merge", "kind": plan.kind}
+    return {"op": "merge", "kind": "merge", "commit": commit_merge(repo, plan).id}
 
 
 def collect(repo: Repository, rng: random.Random) -> dict[str, Any]:
@@ -57,7 +76,8 @@ def collect(repo: Repository, rng: random.Random) -> dict[str, Any]:
 def set_alias(repo: Repository, rng: random.Random) -> dict[str, Any]:
     branches = repo.branches()
     target = branches[rng.choice(sorted(branches))]
-    repo.set_alias(ALIAS, target, require=["accuracy>=0"])
+    gated = "accuracy" in repo.commits.get(target).metrics  # a merge commit stores no metrics here
+    repo.set_alias(ALIAS, target, require=["accuracy>=0"] if gated else [])
     return {"op": "alias set", "commit": target}
 
 
@@ -66,7 +86,7 @@ OPS: dict[str, Callable[[Repository, random.Random], dict[str, Any]]] = {
     "commit": commit,
     "gc": collect,
     "alias set": set_alias,
-    # "merge": merge,  # one line per operation: a function(repo, rng) returning what it reports done
+    "merge": merge,
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from crash_worker import OPS, model
+from crash_worker import CONFIG, OPS, model
 from safetensors.torch import load_file
 
 import rewardkit
@@ -56,7 +56,7 @@ def _check_checkout(repo: Repository, record: dict, to: Path) -> None:
     assert got.keys() == want.keys()
     for name, tensor in want.items():
         assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), (record, name)
-    assert json.loads((to / "config.json").read_text()) == {"seed": record["seed"]}
+    assert json.loads((to / "config.json").read_text()) == CONFIG
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
@@ -93,6 +93,9 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
                         assert record["commit"] in present, record
                     if record.get("op") == "commit" and record["commit"] not in checked:
                         _check_checkout(repo, record, tmp_path / "checkout" / record["commit"])
+                        checked.add(record["commit"])
+                    if record.get("op") == "merge" and "commit" in record and record["commit"] not in checked:
+                        repo.load_tensors(record["commit"], verify=True)  # every object there, hashing to its id
                         checked.add(record["commit"])
 
                 name = sorted(OPS)[kill % len(OPS)]  # the next operation, here, at once
