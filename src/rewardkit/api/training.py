@@ -123,8 +123,11 @@ def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextli
 
     try:
         repo = repo or stack.enter_context(Repository.discover())
+    except StoreError:  # no repository here: a hub id
+        return None
+    try:
         source = stack.enter_context(open_model(name, repo))
-    except (RefError, StoreError):  # not a ref here (or no repository): a hub id
+    except RefError:  # not a ref of the repository: a hub id (a damaged repository is an error, not a miss)
         return None
     if config.lora and is_adapter(source.commit):
         raise ConfigError(f"--base-model {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "

@@ -42,6 +42,8 @@ def switch(
     repo: RepoOption = None,
 ) -> None:
     """Make NAME the current branch: `commit`, `train --commit`, `merge`, `reset` and `revert` move it."""
+    if start != "HEAD" and not create:
+        raise typer.BadParameter(f"START ({start}) is only for a new branch: `rewardkit switch -c {name} {start}`")
     with open_repo(repo) as r:
         target = r.switch(name, create=create, start=start)
     console.print(f"Switched to {'a new ' if create else ''}branch {name} ({target[:10]})")

@@ -247,7 +247,7 @@ def fsck_summary(report: FsckReport) -> Text:
     infos = len(report.findings) - errors
     lines.append(Text(f"fsck {report.path}: {report.objects} objects re-hashed, {report.commits} commits, "
                       f"{report.refs} refs, {report.reflog_entries} reflog entries checked; {verdict}"
-                      + (f" ({infos} for information only)" if infos else ""), style="bold"))
+                      + (f"; and {infos} more finding(s), for information only" if infos else ""), style="bold"))
     return Text("\n").join(lines)
 
 

@@ -25,8 +25,7 @@ from rewardkit.store.adapters import (
     effective_tensors,
     is_adapter,
 )
-from rewardkit.store.manifest import TensorEntry
-from rewardkit.store.objects import torch_dtype
+from rewardkit.store.modeldir import entry_nbytes
 
 if TYPE_CHECKING:
     from rewardkit.store.commits import Commit
@@ -309,11 +308,6 @@ def metric_rows(a: Mapping[str, Any], b: Mapping[str, Any] | None = None) -> lis
         va, vb = a.get(key), (b or {}).get(key)
         rows.append(MetricRow(group, metric, va, vb, _change(va, vb) if b is not None else None))
     return rows
-
-
-def entry_nbytes(entry: TensorEntry | TensorSide) -> int:
-    """Raw size of a manifest's tensor in bytes (elements × element size)."""
-    return math.prod(entry.shape) * torch_dtype(entry.dtype).itemsize
 
 
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
