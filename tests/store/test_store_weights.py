@@ -117,7 +117,13 @@ def test_a_corrupt_object_leaves_no_weights_file(repo: Repository, tmp_path: Pat
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="corrupt"):
         repo.checkout("main", tmp_path / "out")
-    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))  # nothing written, no stage left
+    good = repo.commit_tensors({"a": torch.zeros(3)}, {"config.json": b'{"good": 1}'}, "good", branch="good")
+    repo.checkout(good.id, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(StoreError, match="corrupt"):  # --force over a good checkout: it stays as it was
+        repo.checkout("main", tmp_path / "out", force=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
 def test_write_model_dir_from_tensors_shards_too(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from rewardkit.errors import ModelError, StoreError
 from rewardkit.store.commits import Commit
-from rewardkit.store.modeldir import WEIGHTS_METADATA, write_model_dir, write_weights
+from rewardkit.store.modeldir import WEIGHTS_METADATA, staged_folder, write_model_dir, write_weights
 from rewardkit.store.objects import tensor_bytes
 
 if TYPE_CHECKING:
@@ -320,25 +320,21 @@ def checkout_adapter(repo: Repository, commit: Commit, to: str | Path, *, merged
     """
     to = Path(to)
     base = base_of(repo, commit)
-    if to.exists() and not to.is_dir():
-        raise StoreError(f"cannot check out into {to}: it is a file")
-    if to.is_dir() and any(to.iterdir()) and not force:
-        raise StoreError(f"cannot check out into {to}: the folder is not empty; choose a new folder "
-                         "or pass force=True (--force) to overwrite")
-    if merged:  # streamed: one merged tensor in memory at a time
-        entries, read = _effective_reader(repo, commit, verify)
-        write_model_dir(to, None, model_files(repo, commit, verify=verify))
-        write_weights(to, entries, lambda name: tensor_bytes(read(name)))
-        return to
-    manifest = repo.manifest(commit)
-    files = {n: repo.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
-    config = json.loads(files[ADAPTER_CONFIG_FILE])
-    config["base_model_name_or_path"] = str((to / BASE_DIR).resolve())
-    files[ADAPTER_CONFIG_FILE] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-    repo.checkout(base.id, to / BASE_DIR, force=force, verify=verify)
-    write_model_dir(to, None, files)
-    tensors = {n: repo.objects.get_tensor(e.id, verify=verify) for n, e in manifest.tensors.items()}
-    save_file(tensors, str(to / ADAPTER_WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
+    with staged_folder(to, force=force) as stage:  # a failed checkout leaves `to` as it was
+        if merged:  # streamed: one merged tensor in memory at a time
+            entries, read = _effective_reader(repo, commit, verify)
+            write_model_dir(stage, None, model_files(repo, commit, verify=verify))
+            write_weights(stage, entries, lambda name: tensor_bytes(read(name)))
+            return to
+        manifest = repo.manifest(commit)
+        files = {n: repo.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
+        config = json.loads(files[ADAPTER_CONFIG_FILE])
+        config["base_model_name_or_path"] = str((to / BASE_DIR).resolve())
+        files[ADAPTER_CONFIG_FILE] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+        repo.checkout(base.id, stage / BASE_DIR, verify=verify)
+        write_model_dir(stage, None, files)
+        tensors = {n: repo.objects.get_tensor(e.id, verify=verify) for n, e in manifest.tensors.items()}
+        save_file(tensors, str(stage / ADAPTER_WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
     return to
 
 

@@ -21,8 +21,10 @@ import math
 import mmap
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -31,7 +33,8 @@ from huggingface_hub.serialization import split_state_dict_into_shards_factory
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from rewardkit.errors import ModelError
+from rewardkit.errors import ModelError, StoreError
+from rewardkit.store.atomic import TMP_PREFIX
 from rewardkit.store.manifest import WEIGHTS_FILE, check_file_path
 from rewardkit.store.objects import dtype_name, tensor_bytes, torch_dtype
 
@@ -397,3 +400,48 @@ def _save_hint(folder: Path) -> str:
     if (folder / "pytorch_model.bin").is_file():
         return "it has pytorch_model.bin; save again with safe_serialization=True"
     return "save the model with model.save_pretrained(folder)"
+
+
+@contextmanager
+def staged_folder(to: str | Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``to``; when the block succeeds, its files become ``to``'s.
+
+    A checkout that fails half-way (a corrupt object, an interrupt) leaves ``to`` exactly as
+    it was: everything is written into the stage, which is removed on error, and published
+    only once complete. Into a new or empty ``to`` the stage is renamed; with ``force`` into
+    a non-empty one, each file replaces its namesake, and weights of the other layout
+    (single file vs shards) are removed so ``from_pretrained`` cannot read stale ones.
+
+    Raises:
+        StoreError: If ``to`` is a file, or a non-empty folder and ``force`` is False.
+    """
+    to = Path(to)
+    if to.exists() and not to.is_dir():
+        raise StoreError(f"cannot check out into {to}: it is a file")
+    if to.is_dir() and any(to.iterdir()) and not force:
+        raise StoreError(f"cannot check out into {to}: the folder is not empty; choose a new folder "
+                         "or pass force=True (--force) to overwrite")
+    to.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=to.parent, prefix=f"{TMP_PREFIX}{to.name}."))
+    try:
+        yield stage
+        if not to.exists() or not any(to.iterdir()):
+            with suppress(FileNotFoundError):
+                to.rmdir()
+            os.replace(stage, to)
+            return
+        for old in _weights_files(to):
+            if not (stage / old.relative_to(to)).exists():
+                old.unlink()
+        for new in sorted(p for p in stage.rglob("*") if not p.is_dir()):
+            target = to / new.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _weights_files(folder: Path) -> list[Path]:
+    """The weights files of a model folder, both layouts: single file, shards, index."""
+    shards = [p for p in folder.glob("model-*-of-*.safetensors") if _SHARD_RE.fullmatch(p.name)]
+    return [p for p in (folder / WEIGHTS_FILE, folder / WEIGHTS_INDEX_FILE, *shards) if p.exists()]

@@ -32,7 +32,7 @@ from rewardkit.store import db
 from rewardkit.store.atomic import TMP_PREFIX, write_atomically
 from rewardkit.store.commits import Commit, CommitStore
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
-from rewardkit.store.modeldir import MAX_SHARD_SIZE, read_model_dir, write_model_dir, write_weights
+from rewardkit.store.modeldir import MAX_SHARD_SIZE, read_model_dir, staged_folder, write_model_dir, write_weights
 from rewardkit.store.objects import ObjectStore
 from rewardkit.store.refs import ANY, HEAD, HEADS, Refs, check_ref_name, resolve
 from rewardkit.store.refverbs import DEFAULT_BRANCH, HEAD_FILE, RefVerbs, write_head
@@ -515,7 +515,7 @@ class Repository(RefVerbs):
 
     def checkout(
         self,
-        ref: str,
+        ref: str | Commit,
         to: str | Path,
         *,
         force: bool = False,
@@ -529,8 +529,9 @@ class Repository(RefVerbs):
         largest tensor), bit-identical to the committed tensors.
 
         Args:
-            ref: Branch, ``branch~N``, commit id or prefix.
-            to: Target folder; created if missing.
+            ref: Branch, ``branch~N``, commit id or prefix, or a commit.
+            to: Target folder; created if missing. Everything is written into a temporary
+                folder beside it first, so a failed checkout leaves it as it was.
             force: Write into a non-empty folder, overwriting files with the same names.
             verify: Re-hash every object read and raise if corrupt.
             weights: Write the weights; ``False`` writes only the small files (config,
@@ -544,26 +545,24 @@ class Repository(RefVerbs):
             The target folder.
 
         Raises:
-            StoreError: If ``to`` is a non-empty folder and ``force`` is False, or an
-                object is missing or corrupt.
+            StoreError: If ``to`` is a non-empty folder and ``force`` is False, an object is
+                missing or corrupt, or the commit is a LoRA adapter (see
+                :func:`rewardkit.api.checkout`).
             RefError: If ``ref`` does not name exactly one commit.
         """
-        to = Path(to)
-        if to.exists() and not to.is_dir():
-            raise StoreError(f"cannot check out into {to}: it is a file")
-        if to.is_dir() and any(to.iterdir()) and not force:
-            raise StoreError(
-                f"cannot check out into {to}: the folder is not empty; choose a new folder "
-                "or pass force=True (--force) to overwrite"
-            )
-        manifest = self.manifest(ref)
-        files = {n: self.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
-        write_model_dir(to, None, files)
-        if weights:
-            entries = manifest.tensors
-            read = lambda name: self.objects.get_payload(entries[name].id, verify=verify)  # noqa: E731
-            write_weights(to, entries, read, max_shard_size=max_shard_size)
-        return to
+        commit = ref if isinstance(ref, Commit) else self.resolve(ref)
+        if isinstance((commit.params or {}).get("adapter"), dict):
+            raise StoreError(f"commit {commit.id[:10]} is a LoRA adapter: check it out with `rewardkit checkout` "
+                             "or rewardkit.api.checkout (the adapter folder with its base, or --merged)")
+        manifest = self.manifest(commit)
+        with staged_folder(to, force=force) as stage:  # a failed checkout leaves `to` as it was
+            files = {n: self.objects.get_bytes(i, verify=verify) for n, i in manifest.files.items()}
+            write_model_dir(stage, None, files)
+            if weights:
+                entries = manifest.tensors
+                read = lambda name: self.objects.get_payload(entries[name].id, verify=verify)  # noqa: E731
+                write_weights(stage, entries, read, max_shard_size=max_shard_size)
+        return Path(to)
 
     def stats(self) -> RepoStats:
         """Return counts of objects (and their bytes), commits and branches."""
