@@ -178,3 +178,19 @@ def test_commit_and_checkout_memory_is_bounded_by_the_largest_tensor(tmp_path: P
         assert int(run.stdout) < min(8 * largest, model / 4), (step, run.stdout)
     out = load_file(tmp_path / "out" / "model.safetensors")
     assert torch.equal(out["w3"], load_file(tmp_path / "model" / "model.safetensors")["w3"])
+
+
+def test_commit_leaves_out_trainer_state_and_refuses_other_pickles(repo: Repository, tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    write_model_dir(folder, {"w": torch.ones(3)}, {"config.json": b"{}", "tokenizer/vocab.txt": b"a\n"})
+    for junk in ("training_args.bin", "optimizer.pt", "rng_state_0.pth", "checkpoint-10/optimizer.pt"):
+        (folder / junk).parent.mkdir(parents=True, exist_ok=True)
+        (folder / junk).write_bytes(b"\x80\x04pickle")
+    commit = repo.commit_dir(folder, "trained")
+    assert sorted(repo.manifest(commit).files) == ["config.json", "tokenizer/vocab.txt"]
+    (folder / "extra" / "state.pkl").parent.mkdir()
+    (folder / "extra" / "state.pkl").write_bytes(b"\x80\x04pickle")
+    before = repo.stats()
+    with pytest.raises(ModelError, match=r"state.pkl: a pickle file in a model folder is refused"):
+        repo.commit_dir(folder, "with a pickle")
+    assert repo.stats() == before

@@ -1,7 +1,10 @@
 """Model folders as ``transformers`` writes and reads them, streamed tensor by tensor.
 
 A model folder is its weights plus any other files (``config.json``, tokenizer files,
-``training_args.bin``, subfolders). The weights are ``model.safetensors``, or, as
+subfolders); a trainer's state beside them (``checkpoint-*/``, ``training_args.bin``,
+``optimizer.pt``, ``rng_state.pth``…) is not part of the model and is not stored, and any
+other pickle (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``) is refused. The weights
+are ``model.safetensors``, or, as
 ``save_pretrained`` writes a model above ``max_shard_size`` (default 5 GB), shards
 ``model-00001-of-0000N.safetensors`` named by ``model.safetensors.index.json``
 (``{"metadata": {"total_size": …}, "weight_map": {tensor: shard}}``).
@@ -25,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -52,6 +56,11 @@ _DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "
 
 #: Pickled weight files (``torch.save``): loading one runs code, so the store refuses them.
 PICKLED_WEIGHTS = ("pytorch_model*.bin", "adapter_model.bin")
+#: A trainer's state saved beside a model (transformers' Trainer, TRL): not part of the model, not stored.
+TRAINER_STATE = ("checkpoint-*", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*.pth",
+                 "trainer_state.json", "runs")
+#: Suffixes of pickle files, refused anywhere else in a model folder (loading one runs code).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: Reads the raw little-endian bytes of one tensor by name.
 TensorReader = Callable[[str], bytes | bytearray | memoryview]
 
@@ -198,12 +207,19 @@ def read_model_dir(folder: str | Path) -> tuple[WeightsFiles, dict[str, bytes]]:
     else:
         raise ModelError(f"{folder} has no {WEIGHTS_FILE}; {_save_hint(folder)}")
     weights = WeightsFiles(folder, shards)
-    files = {
-        name: path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and (name := path.relative_to(folder).as_posix()) not in skipped
-    }
-    return weights, files
+    paths = [path for path in sorted(folder.rglob("*")) if path.is_file() and not _trainer_state(folder, path)
+             and path.relative_to(folder).as_posix() not in skipped]
+    pickles = [path for path in paths if path.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise ModelError(f"{pickles[0]}: a pickle file in a model folder is refused (loading a pickle runs code; "
+                         "a model is safetensors, JSON and tokenizer files); remove it or commit a clean folder")
+    return weights, {path.relative_to(folder).as_posix(): path.read_bytes() for path in paths}
+
+
+def _trainer_state(folder: Path, path: Path) -> bool:
+    """True if ``path`` is (inside) a trainer's state file or folder at the top of ``folder``."""
+    top = path.relative_to(folder).parts[0]
+    return any(fnmatch(top, pattern) for pattern in TRAINER_STATE)
 
 
 def _read_index(path: Path) -> dict[str, list[str] | None]:
