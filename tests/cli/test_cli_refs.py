@@ -83,3 +83,20 @@ def test_bad_ref_input_is_one_line_and_changes_nothing(cli, history, args, messa
     code, out, err = cli(*args)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert repo_snapshot(history) == before and (history / "HEAD").read_bytes() == head
+
+
+def test_graph_rows_draw_branches_merges_and_octopus_like_git():
+    from rewardkit.cli.render import graph_rows
+    from rewardkit.store.commits import Commit
+
+    def c(id, parents, t):
+        return Commit(id=id, manifest_id="", parents=parents, message=id, author="a", created_at=t)
+
+    def drawn(commits):
+        return [(g, x.id if x else None) for g, x in graph_rows(commits)]
+
+    assert drawn([c("M", ["m1", "b1"], "5"), c("m1", ["base"], "4"), c("b1", ["base"], "3"), c("base", [], "1")]) == [
+        ("*", "M"), ("|\\", None), ("* |", "m1"), ("| *", "b1"), ("|/", None), ("*", "base")]
+    octopus = [c("M", ["a", "b", "c"], "9"), c("a", ["o"], "4"), c("b", ["o"], "3"), c("c", ["o"], "2"), c("o", [], "1")]
+    assert [g for g, _ in drawn(octopus)] == ["*", "|\\__", "* | |", "| * |", "|/ /", "| *", "|/", "*"]
+    assert drawn([c("x", [], "2"), c("y", [], "1")]) == [("*", "x"), ("*", "y")]

@@ -121,31 +121,57 @@ def graph_rows(commits: list[Commit]) -> list[tuple[str, Commit | None]]:
     r"""Draw the history as ``git log --graph`` does: one row per commit, connector rows between.
 
     ``commits`` must be in topological order, children first (as :meth:`Repository.log`
-    returns them). Each lane is a column of ``|`` waiting for a commit; ``*`` marks the
-    commit; ``|\`` opens a lane for a merge's further parents, and ``|/`` joins a lane
-    into another that waits for the same commit, just before that commit's row.
+    returns them). Each lane is a column waiting for a commit (``|``); ``*`` marks the
+    commit. When lanes change (a merge opens lanes for its further parents, lanes that wait
+    for the same commit join, a root commit's lane ends), a connector row draws every lane's
+    move: ``|`` straight down, ``\`` one column right, ``/`` one column left (``_`` fills a
+    longer move).
 
     Returns:
         (graph text, commit) per row; connector rows carry ``None``.
     """
     lanes: list[str] = []
     rows: list[tuple[str, Commit | None]] = []
+
+    def move(targets: list[list[str]]) -> list[str]:
+        """Lanes after each old lane ``i`` goes to the lanes of ``targets[i]``; draws the connector row."""
+        new: list[str] = []
+        edges: list[tuple[int, int]] = []
+        for i, ids in enumerate(targets):
+            for id in ids:
+                if id not in new:
+                    new.append(id)
+                edges.append((i, new.index(id)))
+        if any(a != b for a, b in edges) and new:  # nothing to draw when lanes go straight down or all end
+            rows.append((_connector(edges, max(len(targets), len(new))), None))
+        return new
+
     for c in commits:
         if c.id not in lanes:
             lanes.append(c.id)
+        if lanes.count(c.id) > 1:  # lanes waiting for the same commit join before its row
+            lanes = move([[id] for id in lanes])
         col = lanes.index(c.id)
-        for i in reversed([i for i, lane in enumerate(lanes) if lane == c.id and i != col]):
-            rows.append((" ".join("|" for _ in range(i)) + "/", None))  # a lane waiting for c joins it
-            del lanes[i]
         rows.append((" ".join("*" if i == col else "|" for i in range(len(lanes))), c))
-        if not c.parents:
-            lanes.pop(col)
-            continue
-        lanes[col] = c.parents[0]
-        for n, parent in enumerate(c.parents[1:], start=1):
-            lanes.insert(col + n, parent)
-            rows.append((" ".join("|" for _ in range(col + n)) + "\\", None))
+        lanes = move([list(c.parents) if i == col else [id] for i, id in enumerate(lanes)])
     return rows
+
+
+def _connector(edges: list[tuple[int, int]], width: int) -> str:
+    """One connector row: each (old column, new column) edge drawn between two commit rows."""
+    cells = [" "] * (2 * width - 1)
+    for a, b in edges:
+        if a == b:
+            cells[2 * a] = "|"
+        elif b < a:
+            cells[2 * a - 1] = "/"
+            for k in range(2 * b + 1, 2 * a - 1):
+                cells[k] = "_" if cells[k] == " " else cells[k]
+        else:
+            cells[2 * a + 1] = "\\"
+            for k in range(2 * a + 2, 2 * b):
+                cells[k] = "_" if cells[k] == " " else cells[k]
+    return "".join(cells).rstrip()
 
 
 def log_table(commits: list[Commit], refs: dict[str, str], current: str | None = None, graph: bool = False) -> Table:
