@@ -97,6 +97,7 @@ def test_graph_rows_draw_branches_merges_and_octopus_like_git():
 
     merge = [c("M", ["m1", "b1"], "5"), c("m1", ["base"], "4"), c("b1", ["base"], "3"), c("base", [], "1")]
     assert drawn(merge) == [("*", "M"), ("|\\", None), ("* |", "m1"), ("| *", "b1"), ("|/", None), ("*", "base")]
-    octopus = [c("M", ["a", "b", "c"], "9"), c("a", ["o"], "4"), c("b", ["o"], "3"), c("c", ["o"], "2"), c("o", [], "1")]
+    octopus = [c("M", ["a", "b", "c"], "9"), *(c(x, ["o"], t) for x, t in zip("abc", "432", strict=True)),
+               c("o", [], "1")]
     assert [g for g, _ in drawn(octopus)] == ["*", "|\\__", "* | |", "| * |", "|/ /", "| *", "|/", "*"]
     assert drawn([c("x", [], "2"), c("y", [], "1")]) == [("*", "x"), ("*", "y")]
