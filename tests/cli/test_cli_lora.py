@@ -62,8 +62,9 @@ def test_lora_commit_checkout_adapter_and_merged_eval(cli, tmp_path, family):
     assert cli("init")[0] == 0
     adapter_id = _train_lora(cli, data, base_dir, "run")["commit"]
 
-    adapter, base = json.loads(cli("log", "--json")[1])
-    assert adapter["id"] == adapter_id and adapter["parents"] == [base["id"]]
+    (adapter,) = json.loads(cli("log", "--json")[1])  # the base is stored on no branch: lineage, not history
+    base = json.loads(cli("show", adapter["params"]["adapter"]["base"], "--json")[1])
+    assert adapter["id"] == adapter_id and adapter["parents"] == [] and base["parents"] == []
     assert base["message"].startswith("LoRA base")
     head = "classifier" if name == "bert" else "score"
     assert adapter["params"]["adapter"] | {"base": None} == {
@@ -114,13 +115,13 @@ def test_a_second_adapter_on_a_base_commit_stores_only_its_own_bytes(cli, tmp_pa
     data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(40))
     assert cli("init")[0] == 0
     _train_lora(cli, data, tiny_model_dir, "first")
-    base_id = json.loads(cli("log", "--json")[1])[1]["id"]
+    base_id = json.loads(cli("log", "--json")[1])[0]["params"]["adapter"]["base"]
     before, base_bytes = _store_bytes(tmp_path / ".rewardkit"), (tmp_path / "first" / "base" / "model.safetensors")
     second = _train_lora(cli, data, base_id[:12], "second", "--seed", "1")
     added = _store_bytes(tmp_path / ".rewardkit") - before
 
     log = json.loads(cli("log", "--json")[1])
-    assert len(log) == 3 and log[0]["id"] == second["commit"]  # no second base commit
+    assert len(log) == 2 and log[0]["id"] == second["commit"]  # no second base commit, no base on the branch
     assert log[0]["params"]["adapter"]["base"] == base_id and log[0]["params"]["base"] == base_id
     adapter_bytes = (tmp_path / "second" / "model" / "adapter_model.safetensors").stat().st_size
     # the adapter's tensors and head, its config and the manifest (tokenizer files dedup): about 10 KB

@@ -85,8 +85,9 @@ def train(
     With ``config.lora_r`` a LoRA adapter is trained; the starting model is saved to
     ``<output_dir>/base`` and the adapter to ``<output_dir>/model``, and the commit is an
     adapter commit (:mod:`rewardkit.store.adapters`) on that base commit, or, when the base
-    is a folder or hub id, on a commit of the starting model made first on the same branch
-    (``LoRA base: <name>``; it stays if the adapter commit is then refused).
+    is a folder or hub id, on a commit of the starting model (``LoRA base: <name>``) stored
+    on no branch: the adapter commit's lineage keeps it, the branch gains only the adapter
+    commit, and if that is refused, gc collects the base after its grace period.
 
     Raises:
         DataError: The data cannot be read or holds no training pair.
@@ -198,8 +199,8 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
         if config.lora:
             from rewardkit.store.adapters import commit_adapter
 
-            base_commit = base.commit if base is not None else repo.commit_dir(
-                Path(output_dir) / LORA_BASE_DIR, f"LoRA base: {backbone}", backbone=backbone)
+            base_commit = base.commit if base is not None else repo.commit_dir(  # on no branch: lineage only
+                Path(output_dir) / LORA_BASE_DIR, f"LoRA base: {backbone}", backbone=backbone, move_branch=False)
             commit = commit_adapter(repo, model_dir, base_commit, commit_message, **meta)
         else:
             commit = repo.commit_dir(model_dir, commit_message, **meta)

@@ -241,6 +241,7 @@ class Repository(RefVerbs):
         verify_existing: bool = False,
         extra_objects: Sequence[bytes | torch.Tensor] = (),
         retry: bool = False,
+        move_branch: bool = True,
     ) -> Commit:
         """Commit a model given as tensors and files, and move ``branch`` to it.
 
@@ -282,6 +283,7 @@ class Repository(RefVerbs):
                 objects, and deleted with them if the commit fails.
             retry: If the branch moved while committing, re-parent onto its new head and
                 try again (see :meth:`commit_manifest`).
+            move_branch: False: a commit on no branch (see :meth:`commit_manifest`).
 
         Returns:
             The new commit.
@@ -311,7 +313,7 @@ class Repository(RefVerbs):
             manifest_id = manifest.store(self.objects)
             self.objects.check_lock()
             return self.commit_manifest(manifest_id, message, branch=branch, expected_head=head,
-                                        author=author, retry=retry, **meta)
+                                        author=author, retry=retry, move_branch=move_branch, **meta)
 
     def commit_manifest(
         self,
@@ -328,6 +330,7 @@ class Repository(RefVerbs):
         backbone: str | None = None,
         retry: bool = False,
         reflog_action: str = "commit",
+        move_branch: bool = True,
     ) -> Commit:
         """Write a commit of an already-stored manifest and move ``branch`` to it.
 
@@ -352,6 +355,9 @@ class Repository(RefVerbs):
                 Only for a commit whose parents are the default (a merge's parents are a
                 decision, not a detail).
             reflog_action: First word of the reflog message, e.g. ``"merge"``.
+            move_branch: False: store the commit on no branch (parents default to none), for a
+                commit only another one refers to, e.g. the base an adapter commit names in
+                its lineage; gc keeps it while that commit is reachable.
 
         Raises:
             StoreError: If the branch moved (and ``retry`` is off or exhausted), or a field is
@@ -364,6 +370,10 @@ class Repository(RefVerbs):
         meta: dict[str, Any] = dict(params=params, metrics=metrics, data_fingerprint=data_fingerprint,
                                     backbone=backbone)
         summary = message.strip().splitlines()[0] if message.strip() else ""
+        if not move_branch:
+            commit = Commit.create(manifest_id, parents or [], message, author, **meta)
+            self.commits.add(commit)
+            return commit
         for attempt in range(MAX_RETRIES + 1):
             head = self.refs.get(HEADS + branch) if expected_head is ANY else expected_head
             commit = Commit.create(manifest_id, parents if parents is not None else [head] if head else [],
@@ -427,6 +437,7 @@ class Repository(RefVerbs):
         verify_existing: bool = False,
         extra_objects: Sequence[bytes | torch.Tensor] = (),
         retry: bool = False,
+        move_branch: bool = True,
     ) -> Commit:
         """Commit a model folder (``model.safetensors`` or shards + other files) on ``branch``.
 
@@ -453,6 +464,7 @@ class Repository(RefVerbs):
             verify_existing=verify_existing,
             extra_objects=extra_objects,
             retry=retry,
+            move_branch=move_branch,
         )
 
     # -- reading -----------------------------------------------------------------------
