@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
 from rewardkit.errors import StoreError
 from rewardkit.models import TextRewardModel, default_backbone
@@ -108,6 +109,12 @@ def test_an_adapter_that_does_not_fit_its_base_is_refused_before_writing(repo, t
         commit_adapter(repo, tmp_path / "small" / "adapter", large, "wrong base")
     with pytest.raises(StoreError, match="must be a full model; .* is an adapter itself"):
         commit_adapter(repo, tmp_path / "large" / "adapter", adapter, "adapter on adapter")
+    weights = tmp_path / "large" / "adapter" / "adapter_model.safetensors"  # one lora_B given rank 3, r is 2
+    tensors = load_file(weights)
+    name = next(n for n in tensors if n.endswith("lora_B.weight"))
+    save_file(tensors | {name: torch.cat([tensors[name], tensors[name][:, :1]], dim=1)}, weights)
+    with pytest.raises(StoreError, match=r"do not have rank r=\d+ \(lora_A must be \[r, in\], lora_B \[out, r\]\)"):
+        commit_adapter(repo, tmp_path / "large" / "adapter", large, "mismatched ranks")
     assert snapshot(repo) == before
 
 

@@ -186,7 +186,11 @@ class _LoraPlan:
                 b_name = PEFT_PREFIX + module + _LORA_B
                 if b_name not in adapter:
                     raise StoreError(f"adapter tensor {name} has no {b_name} beside it")
-                out_in = (adapter[b_name][1][0], shape[1])
+                b_shape = adapter[b_name][1]
+                if len(shape) != 2 or len(b_shape) != 2 or shape[0] != r or b_shape[1] != r:
+                    raise StoreError(f"adapter tensors {name} {list(shape)} and {b_name} {list(b_shape)} do not "
+                                     f"have rank r={r} (lora_A must be [r, in], lora_B [out, r])")
+                out_in = (b_shape[0], shape[1])
                 target = module + ".weight"
                 expected = out_in[::-1] if fan_in_fan_out else out_in
                 deltas[target] = (name, b_name)
