@@ -1,9 +1,9 @@
 """The crash harness's worker: store operations in a loop, in forked children the test SIGKILLs.
 
 Run as ``python crash_worker.py REPO DONE_LOG`` (a "zygote": it imports torch and the store
-once, then forks a child per ``run SEED`` line on stdin, so a kill costs no import). A child
-opens the repository and runs operations from :data:`OPS`, chosen by ``random.Random(SEED)``,
-until it is killed, appending one JSON line to DONE_LOG after each operation returns: what
+once, then forks a child per ``run SEED [OPERATION]`` line on stdin, so a kill costs no
+import). A child opens the repository and runs that operation of :data:`OPS` (or ones chosen
+by ``random.Random(SEED)``) until it is killed, appending one JSON line to DONE_LOG after each operation returns: what
 the operation reported done. The zygote answers ``pid N`` when a child starts and
 ``exit N STATUS`` when it has reaped it.
 
@@ -90,11 +90,14 @@ OPS: dict[str, Callable[[Repository, random.Random], dict[str, Any]]] = {
 }
 
 
-def _child(repo_path: str, done_log: str, seed: int) -> None:
-    """Run random operations for ever; before each, log ``{"begin": name}``, after it what it did."""
+def _child(repo_path: str, done_log: str, seed: int, only: str | None = None) -> None:
+    """Run operations for ever (``only`` that one, else random ones).
+
+    Before each, log ``{"begin": name}``; after it, what it reported done.
+    """
     rng = random.Random(seed)
     with Repository.open(repo_path) as repo, open(done_log, "a") as log:
-        names = sorted(OPS)
+        names = [only] if only else sorted(OPS)
         while True:
             name = rng.choice(names) if repo.branches() else "commit"
             log.write(json.dumps({"begin": name}) + "\n")
@@ -106,12 +109,12 @@ def _child(repo_path: str, done_log: str, seed: int) -> None:
 def main(repo_path: str, done_log: str) -> None:
     torch.set_num_threads(1)
     print("ready", flush=True)
-    for line in sys.stdin:
-        seed = int(line.split()[1])
+    for line in sys.stdin:  # "run SEED [OPERATION]"
+        _, seed, *only = line.strip().split(maxsplit=2)
         pid = os.fork()
         if pid == 0:
             try:
-                _child(repo_path, done_log, seed)
+                _child(repo_path, done_log, int(seed), only[0] if only else None)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -75,7 +75,8 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
         assert zygote.stdout.readline() == "ready\n"
         with Repository.open(tmp_path / "repo") as repo:
             for kill in range(KILLS):
-                zygote.stdin.write(f"run {rng.randrange(1 << 30)}\n")
+                target = sorted(OPS)[kill % len(OPS)]  # each operation in turn, so each is killed mid-way often
+                zygote.stdin.write(f"run {rng.randrange(1 << 30)} {target}\n")
                 zygote.stdin.flush()
                 pid = int(zygote.stdout.readline().split()[1])
                 time.sleep(rng.uniform(0, MAX_DELAY_S))
