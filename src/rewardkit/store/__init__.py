@@ -4,7 +4,12 @@ Start with :class:`Repository`::
 
     repo = Repository.init(".rewardkit")
     commit = repo.commit_dir("out/rm", "baseline", metrics={"accuracy": 0.71})
+    repo.create_branch("exp")
+    repo.set_alias("production", "main", require=["accuracy>=0.7"])
     repo.checkout("main~1", "out/previous")
+
+Diff, merge, gc and fsck are modules of their own (:mod:`~rewardkit.store.diff`,
+:mod:`~rewardkit.store.merge`, :mod:`~rewardkit.store.gc`, :mod:`~rewardkit.store.fsck`).
 
 The names below are imported on first use (see :mod:`rewardkit.lazy`): the objects import
 torch, which :mod:`rewardkit.store.lock` (used by the CLI at start) does not need.
