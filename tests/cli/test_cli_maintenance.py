@@ -81,6 +81,10 @@ def test_gc_dry_run_then_gc(cli, repo_path):
     code, out, _ = cli("gc", "--json")
     assert code == 0 and json.loads(out)["removed_objects"] == [orphan]
     assert cli("fsck")[0] == 0
+    code, out, _ = cli("gc", "--expire-reflog", "0", "--grace", "1d", "--dry-run")  # every entry is older than now
+    assert code == 0 and "would expire 2 reflog entries first" in out
+    code, _, err = cli("gc", "--expire-reflog", "soon")
+    assert code == 2 and err.count("\n") == 1 and "--expire-reflog" in err
 
 
 @pytest.mark.parametrize("bad", ["2x", "-1h", "h", "1.5.2m", ""])

@@ -200,3 +200,32 @@ def test_a_young_delta_object_keeps_its_old_base(repo: Repository) -> None:
     assert repo.objects.dependencies(delta) == [base]  # stored as a delta (compression pays here)
     assert gc(repo).removed_objects == [] and repo.objects.has(base)
     assert torch.equal(repo.objects.get_tensor(delta, verify=True), torch.linspace(0, 1, 4096) + 1e-4)
+
+
+def _age_reflog(repo: Repository, seconds: float) -> None:
+    """Make every reflog entry look ``seconds`` old."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    stamp = datetime.fromtimestamp(time.time() - seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with transaction(repo.engine) as conn:
+        conn.execute(update(reflog_table).values(time=stamp))
+
+
+def test_expire_reflog_lets_gc_collect_a_deleted_branch(repo: Repository, tiny_tensors) -> None:
+    first = repo.commit_tensors(tiny_tensors(0), {}, "first")
+    repo.create_branch("exp")
+    on_exp = repo.commit_tensors(tiny_tensors(1), {}, "on exp", branch="exp")
+    repo.delete_branch("exp")
+    _age_all(repo, 100 * 86400)
+    _age_reflog(repo, 100 * 86400)
+    assert gc(repo, grace_s=0, expire_reflog_s=200 * 86400).removed_commits == []  # younger than the expiry
+    dry = gc(repo, grace_s=0, expire_reflog_s=90 * 86400, dry_run=True)
+    assert dry.removed_commits == [on_exp.id] and dry.expired_reflog_entries == 4 and len(repo.reflog()) == 4
+    report = gc(repo, grace_s=0, expire_reflog_s=90 * 86400)
+    assert report.removed_commits == [on_exp.id] and report.expired_reflog_entries == 4
+    assert repo.reflog() == [] and repo.branches() == {"main": first.id}  # refs themselves stay
+    assert fsck(repo).ok and torch.equal(repo.load_tensors("main")["embed.weight"], tiny_tensors(0)["embed.weight"])
+    with pytest.raises(StoreError, match="reflog expiry must be a non-negative number"):
+        gc(repo, expire_reflog_s=-1)

@@ -52,6 +52,10 @@ def gc(
         "--grace", parser=parse_duration, show_default="2h", metavar="DURATION",
         help="Keep anything younger than this (30s, 10m, 2h, 1d; 0 keeps nothing unreachable: use "
         "only when no other process writes to the repository).")] = 7200.0,
+    expire_reflog_s: Annotated[float | None, typer.Option(
+        "--expire-reflog", parser=parse_duration, metavar="DURATION", show_default=False,
+        help="First drop reflog entries older than this (e.g. 90d, git's default), so deleted branches and "
+        "reset-away commits only they reach are collected too; default: keep the whole reflog.")] = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
@@ -59,7 +63,7 @@ def gc(
     from rewardkit.store.gc import gc as collect  # imports torch
 
     with open_repo(repo) as r:
-        report = collect(r, grace_s=grace_s, dry_run=dry_run)
+        report = collect(r, grace_s=grace_s, dry_run=dry_run, expire_reflog_s=expire_reflog_s)
     if as_json:
         print_json(report.to_dict())
     else:

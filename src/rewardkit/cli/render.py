@@ -301,6 +301,9 @@ def gc_summary(report: GcReport) -> Text:
         f"kept {report.kept_objects} objects of {report.reachable_commits} reachable commits, and "
         f"{report.young_objects} unreachable objects younger than the grace period ({report.grace_s:g} s)",
     ]
+    if report.expired_reflog_entries:
+        lines.insert(1, f"{'would expire' if report.dry_run else 'expired'} {report.expired_reflog_entries} "
+                        "reflog entries first")
     for what, names in (("object", report.removed_objects), ("commit", report.removed_commits),
                         ("temp file", report.removed_temp_files)):
         lines += [f"  {verb} {what} {name}" for name in names[:MAX_LISTED]]

@@ -58,6 +58,8 @@ class GcReport:
         bytes_freed: Total size of the removed object files, in bytes.
         removed_commits: Ids of the unreachable commits removed.
         removed_temp_files: Paths (relative to the repository) of the ``.tmp-*`` files removed.
+        expired_reflog_entries: Reflog entries older than ``expire_reflog_s`` dropped first
+            (``git reflog expire``), so what only they reached can be collected.
     """
 
     dry_run: bool
@@ -69,13 +71,15 @@ class GcReport:
     bytes_freed: int = 0
     removed_commits: list[str] = field(default_factory=list)
     removed_temp_files: list[str] = field(default_factory=list)
+    expired_reflog_entries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
 
 
-def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcReport:
+def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False,
+       expire_reflog_s: float | None = None) -> GcReport:
     """Remove the objects and commits that nothing reaches, and stale temp files.
 
     Args:
@@ -83,6 +87,10 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
         grace_s: Keep anything younger than this many seconds (0: collect everything
             unreachable; only safe when no other process writes to the repository).
         dry_run: Report what would be removed, remove nothing.
+        expire_reflog_s: First drop reflog entries older than this many seconds (``git reflog
+            expire``; git's default is 90 days), so a deleted branch or a reset-away commit
+            that only they reach is collected too. None: keep the whole reflog, so gc
+            removes only what nothing ever pointed to (a killed operation's leftovers).
 
     Returns:
         What was (or would be) removed.
@@ -92,14 +100,16 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
             reflog entry names a missing commit, a reachable manifest is missing or
             corrupt: run ``rewardkit fsck``); nothing is removed then.
     """
-    if not (isinstance(grace_s, int | float) and math.isfinite(grace_s) and grace_s >= 0):
-        raise StoreError(f"gc grace period must be a non-negative number of seconds, got {grace_s!r}")
+    for what, value in (("grace period", grace_s), ("reflog expiry", expire_reflog_s)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise StoreError(f"gc {what} must be a non-negative number of seconds, got {value!r}")
     root = repo.objects.root
     root.mkdir(parents=True, exist_ok=True)
     with sigterm_raises(), FileLock(root / LOCK_FILE, f"object store {root}") as lock:
         now = time.time()
+        cutoff = None if expire_reflog_s is None else _iso(now - expire_reflog_s)
         try:
-            live = repo.walk(sorted(roots(repo)), lineage=True)
+            live = repo.walk(sorted(roots(repo, since=cutoff)), lineage=True)
             live_ids = {c.id for c in live}
             dead = [c for c in repo.commits.all() if c.id not in live_ids]
             young = [c for c in dead if now - _timestamp(c.created_at) < grace_s]
@@ -124,10 +134,13 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
         needed = _closure(repo.objects, young_objects)  # a young delta object needs its (maybe old) base
         doomed = [(id, size) for id, size in old if id not in needed]
         temp_files = _stale_temp_files(repo, now - min(grace_s, TMP_GRACE_S))
+        n_expired = 0 if cutoff is None else sum(e.time < cutoff for e in repo.reflog(None))
         if not dry_run:
             if not lock.held():
                 raise StoreError(f"gc removed nothing: the write lock of {root} was taken over while this process "
                                  "was stopped; run gc again")
+            if cutoff is not None:
+                n_expired = _expire_reflog(repo, cutoff)
             _remove_commits(repo, doomed_commits)
             for id, _ in doomed:
                 repo.objects.delete(id)
@@ -143,15 +156,33 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
         bytes_freed=sum(size for _, size in doomed),
         removed_commits=doomed_commits,
         removed_temp_files=[str(t.relative_to(repo.path)) for t in temp_files],
+        expired_reflog_entries=n_expired,
     )
 
 
-def roots(repo: Repository) -> set[str]:
-    """Return the commit ids every ref names and every reflog entry's old and new commit."""
+def roots(repo: Repository, since: str | None = None) -> set[str]:
+    """Return the commit ids every ref names and every reflog entry's old and new commit.
+
+    Args:
+        repo: The repository.
+        since: Only reflog entries at or after this ISO-8601 UTC time (None: all).
+    """
     ids = set(repo.all_refs().values())
     for entry in repo.reflog(None):
-        ids.update(id for id in (entry.old, entry.new) if id is not None)
+        if since is None or entry.time >= since:
+            ids.update(id for id in (entry.old, entry.new) if id is not None)
     return ids
+
+
+def _iso(timestamp: float) -> str:
+    """A Unix time in the reflog's format (:func:`rewardkit.store.commits.utc_now`)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _expire_reflog(repo: Repository, cutoff: str) -> int:
+    """Delete the reflog entries older than ``cutoff`` (ISO-8601 UTC); return how many."""
+    with transaction(repo.engine) as conn:
+        return conn.execute(delete(reflog_table).where(reflog_table.c.time < cutoff)).rowcount
 
 
 def dependencies(objects: ObjectStore, id: str) -> list[str]:
