@@ -91,3 +91,28 @@ def test_refusals_are_one_line_exit_2_and_change_nothing(cli, tmp_path, tiny_mod
     assert "different architectures: config.json has hidden_size=32 on b but 16" in err
     assert "not a comma-separated list" in _one_line_error(cli, repo_path, "b", "--weights", "1,x")
     assert "unknown merge strategy 'slerp'" in _one_line_error(cli, repo_path, "b", "--strategy", "slerp")
+
+
+def test_a_merge_with_eval_stores_the_probe_so_diff_needs_no_data(cli, tmp_path, tiny_model_dir):
+    """Two trained branches (each with a probe set), merged with --eval: diff against a parent compares behaviour."""
+    rows = [{"prompt": f"Question {i}?", "chosen": f"A helpful answer {i}.", "rejected": f"No {i}."} for i in range(60)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "base")[0] == 0
+    for branch, lr in (("a", "1e-3"), ("b", "3e-3")):  # one seed: the same held-out split, so the same probe
+        assert cli("branch", branch, "main")[0] == 0 and cli("switch", branch)[0] == 0
+        code, _, err = cli("train", "--data", data, "--base-model", "main", "--max-length", "32", "--seed", "42",
+                           "--lr", lr, "--output-dir", f"run-{branch}", "-m", branch, "--json",
+                           "--eval-data", data, "--threads", "1")
+        assert code == 0, err
+    code, _, err = cli("merge", "a", "--eval", data, "-m", "b + a")
+    assert code == 0, err
+    with Repository.open(tmp_path / ".rewardkit") as repo:
+        merged, b = repo.resolve("b"), repo.resolve("b~1")
+        assert merged.params["probe"]["pairs"] == b.params["probe"]["pairs"]  # HEAD's probe pairs, new rewards
+        assert merged.params["probe"]["rewards"] != b.params["probe"]["rewards"]
+    code, out, err = cli("diff", "b~1", "b", "--json")
+    assert code == 0, err
+    behaviour = json.loads(out)["behaviour"]
+    assert behaviour["source"] == "stored probe" and behaviour["missing"] is None, behaviour
+    assert behaviour["n_pairs"] == 6 and behaviour["agreement"]["spearman"] is not None

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.api.models import open_model
 from rewardkit.data import chat_template_renderer, load_pairs
 from rewardkit.store import Repository
 from rewardkit.store.merge import MergePlan, commit_merge, fast_forward, plan_merge
+from rewardkit.store.probe import Probe, load_probe, make_probe
 
 if TYPE_CHECKING:
     from rewardkit.evaluation import EvalReport
+    from rewardkit.models import TextRewardModel
     from rewardkit.store import Commit
 
 
@@ -50,7 +53,9 @@ def merge(
     The plan is made (and any refusal raised) from the manifests alone, and ``eval_data`` is
     read and checked, before any tensor is read or written. The merged model is evaluated
     on every ``eval_data`` file (all of it) before it is committed, and the commit stores
-    those metrics as ``train`` does (``<file name>/accuracy``...).
+    those metrics as ``train`` does (``<file name>/accuracy``...); it also scores HEAD's probe
+    set (if HEAD has one) and stores those rewards, so ``diff`` compares the merge with its
+    parents without ``--probe``. Without ``eval_data`` no model is loaded.
 
     Args:
         branches: Refs to merge into HEAD, at least one.
@@ -81,18 +86,36 @@ def merge(
         with open_model(plan.head, repo) as head:
             render = chat_template_renderer(head.tokenizer)
             datasets = {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}
+    head_probe = load_probe(repo.objects, repo.commits.get(plan.head)) if datasets else None
     reports: dict[str, EvalReport] = {}
+    loaded: dict[str, TextRewardModel] = {}
+
+    def model_of(draft: Commit) -> TextRewardModel:
+        if "model" not in loaded:
+            with open_model(draft, repo) as source:
+                loaded["model"] = source.load()
+        return loaded["model"]
 
     def evaluate(draft: Commit) -> dict[str, Any]:
         from rewardkit.evaluation import evaluate_model
 
-        with open_model(draft, repo) as source:
-            model = source.load()
+        model = model_of(draft)
         metrics: dict[str, Any] = {}
         for name, dataset in datasets.items():
             reports[name] = evaluate_model(model, dataset, max_length=model.max_length, progress=progress)
             metrics |= reports[name].metrics(name)
         return metrics
 
-    commit = commit_merge(repo, plan, message, evaluate=evaluate if datasets else None, progress=progress)
+    def rescore_probe(draft: Commit) -> Probe | None:
+        """HEAD's probe pairs scored by the merged model (the model is loaded for --eval anyway)."""
+        from rewardkit.evaluation import reward_table
+
+        if head_probe is None:
+            return None
+        model = model_of(draft)
+        pairs = [SimpleNamespace(**pair) for pair in head_probe.pairs]
+        return make_probe(pairs, reward_table(model, pairs, max_length=model.max_length))
+
+    commit = commit_merge(repo, plan, message, evaluate=evaluate if datasets else None,
+                          probe=rescore_probe if datasets else None, progress=progress)
     return MergeRun(plan, commit, reports)

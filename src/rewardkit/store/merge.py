@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+import torch
 from tqdm.auto import tqdm
 
 from rewardkit.errors import StoreError
@@ -55,6 +56,8 @@ from rewardkit.store.adapters import (
 from rewardkit.store.commits import Commit
 from rewardkit.store.manifest import Manifest, TensorEntry
 from rewardkit.store.merge_strategies import DARE_DENSITY, PICKING, TIES_DENSITY, check_strategy, combine
+from rewardkit.store.probe import PARAM as PROBE_PARAM
+from rewardkit.store.probe import Probe, probe_param
 from rewardkit.store.refs import HEAD, HEADS
 from rewardkit.store.repository import Repository
 
@@ -339,6 +342,7 @@ def commit_merge(
     message: str | None = None,
     *,
     evaluate: Callable[[Commit], dict[str, Any]] | None = None,
+    probe: Callable[[Commit], Probe | None] | None = None,
     author: str | None = None,
     progress: bool = False,
 ) -> Commit:
@@ -355,6 +359,9 @@ def commit_merge(
         message: The commit message; default ``"merge A, B into main (strategy)"``.
         evaluate: Called with the merge commit before it is stored (its metrics empty);
             returns the metrics to store with it.
+        probe: Called with that draft commit too; returns HEAD's probe set with the merged
+            model's rewards on it (see :mod:`rewardkit.store.probe`), stored with the commit
+            so ``diff`` compares the merge with its parents without re-running anything.
         author: Who merged; default the login name.
         progress: Show a progress bar over the combined tensors' bytes.
 
@@ -375,10 +382,16 @@ def commit_merge(
     with repo.objects.undo_on_error():
         manifest_id = write_merge(repo, plan, progress=progress)
         metrics: dict[str, Any] = {}
+        draft = Commit.create(manifest_id, plan.parents, message, author or "merge", params=params,
+                              backbone=head.backbone)
         if evaluate is not None:
-            draft = Commit.create(manifest_id, plan.parents, message, author or "merge", params=params,
-                                  backbone=head.backbone)
             metrics = evaluate(draft)
+        scored = probe(draft) if probe is not None else None
+        if scored is not None:  # the same pairs as HEAD's probe (same blob), the merged model's rewards
+            repo.objects.put_blob(scored.pairs_bytes())
+            repo.objects.put_tensor(scored.rewards.to(torch.float32).contiguous())
+            params[PROBE_PARAM] = scored.param() | {k: v for k, v in (probe_param(head) or {}).items()
+                                                    if k == "split"}
         repo.objects.check_lock()
         return repo.commit_manifest(
             manifest_id, message, parents=plan.parents, branch=plan.branch, expected_head=plan.head,
