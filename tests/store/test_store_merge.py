@@ -350,3 +350,26 @@ def test_dare_merges_are_reproducible(forked) -> None:
     repo.reset(a)
     again = commit_merge(repo, plan_merge(repo, ["b"], strategy="dare", density=0.5, seed=7))
     assert first.manifest_id == again.manifest_id
+
+
+def test_tokenizer_config_differing_only_in_max_length_is_one_tokenizer(forked, snapshot) -> None:
+    """train records its max_length in tokenizer_config.json: runs at other lengths still merge (key by key)."""
+    repo, base = forked
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True}
+    repo.switch("main")
+    commit(repo, "main", "main", {"tokenizer_config.json": json.dumps(config | {"model_max_length": 512}).encode()})
+    repo.create_branch("c", "main")
+    repo.create_branch("d", "main")
+    commit(repo, "c", "c at 128", {"tokenizer_config.json": json.dumps(config | {"model_max_length": 128}).encode()},
+           head__bias=torch.ones(1))
+    commit(repo, "d", "d at 128", {"tokenizer_config.json": json.dumps(config | {"model_max_length": 128}).encode()},
+           head__bias=torch.full((1,), 3.0))
+    merged = commit_merge(repo, plan_merge(repo, ["c", "d"]))  # HEAD (main) at 512, the sides at 128
+    files = repo.manifest(merged).files
+    assert json.loads(repo.objects.get_bytes(files["tokenizer_config.json"]))["model_max_length"] == 128
+    assert torch.equal(repo.load_tensors(merged)["head.bias"], torch.full((1,), 2.0))
+    commit(repo, "c", "c at 64", {"tokenizer_config.json": json.dumps(config | {"model_max_length": 64}).encode()})
+    repo.switch("c")
+    _refused(repo, snapshot, ["d"], r"file tokenizer_config.json: key 'model_max_length' was changed differently")
+    commit(repo, "d", "d lower", {"tokenizer_config.json": json.dumps(config | {"do_lower_case": False}).encode()})
+    _refused(repo, snapshot, ["d"], "different tokenizers: tokenizer_config.json differs between HEAD")

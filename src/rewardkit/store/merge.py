@@ -71,6 +71,11 @@ TOKENIZER_FILE = re.compile(
     r"sentencepiece.*\.model|chat_template.*)$"
 )
 CONFIG_FILE = "config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+#: JSON files that merge key by key when several sides changed them.
+MERGED_BY_KEY = (CONFIG_FILE, TOKENIZER_CONFIG)
+#: Keys of ``tokenizer_config.json`` that describe a run, not the vocabulary (``train`` records its max_length).
+RUN_SETTINGS = ("model_max_length",)
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 #: Id prefix, in an effective manifest, of a tensor that exists only as an adapter's ``W + alpha/r * B @ A``.
 COMPUTED = "lora:"
@@ -286,7 +291,7 @@ def plan_merge(
     )
     _check_architecture(repo, base, sides)
     if strategy not in PICKING:
-        _check_tokenizers(sides)
+        _check_tokenizers(repo, sides)
     files = _merge_files(repo, base, sides, strategy)
     tensors = tuple(_tensor_step(name, base, sides, strategy) for name in _names(base, sides))
     return MergePlan(
@@ -523,10 +528,16 @@ def _check_architecture(repo: Repository, base: Manifest, sides: Sequence[Side])
                 )
 
 
-def _check_tokenizers(sides: Sequence[Side]) -> None:
-    """Refuse when the tokenizer files differ between two sides (weights of different vocabularies)."""
-    def tokenizer(side: Side) -> dict[str, str]:
-        return {n: i for n, i in side.manifest.files.items() if TOKENIZER_FILE.match(PurePosixPath(n).name)}
+def _check_tokenizers(repo: Repository, sides: Sequence[Side]) -> None:
+    """Refuse when the tokenizer files differ between two sides (weights of different vocabularies).
+
+    ``tokenizer_config.json`` is compared without its per-run settings (:data:`RUN_SETTINGS`,
+    e.g. the ``model_max_length`` training records): two runs at other lengths share a
+    vocabulary; the file then merges key by key like ``config.json``.
+    """
+    def tokenizer(side: Side) -> dict[str, Any]:
+        return {n: _json_without(repo, i, RUN_SETTINGS) if PurePosixPath(n).name == TOKENIZER_CONFIG else i
+                for n, i in side.manifest.files.items() if TOKENIZER_FILE.match(PurePosixPath(n).name)}
 
     first = tokenizer(sides[0])
     for side in sides[1:]:
@@ -540,7 +551,7 @@ def _check_tokenizers(sides: Sequence[Side]) -> None:
 
 
 def _merge_files(repo: Repository, base: Manifest, sides: Sequence[Side], strategy: str) -> dict[str, str | bytes]:
-    """Three-way merge of the non-tensor files; ``config.json`` changed on several sides merges key by key."""
+    """Three-way merge of the non-tensor files; :data:`MERGED_BY_KEY` files changed on several sides merge by key."""
     names = set(base.files).union(*(s.manifest.files for s in sides))
     out: dict[str, str | bytes] = {}
     for name in sorted(names):
@@ -553,7 +564,7 @@ def _merge_files(repo: Repository, base: Manifest, sides: Sequence[Side], strate
             chosen = versions[changed[0]]
         elif strategy in PICKING:
             chosen = versions[0] if strategy == "ours" else versions[-1]
-        elif name == CONFIG_FILE and at_base is not None and all(versions[i] is not None for i in changed):
+        elif name in MERGED_BY_KEY and at_base is not None and all(versions[i] is not None for i in changed):
             chosen = _merge_json(repo, name, at_base, sides, changed)
         else:
             who = " and ".join(sides[i].label for i in changed)
@@ -587,6 +598,17 @@ def _merge_json(repo: Repository, name: str, base_id: str, sides: Sequence[Side]
 
 
 _MISSING = object()
+
+
+def _json_without(repo: Repository, blob: str, keys: Sequence[str]) -> str:
+    """A JSON object file's canonical text without ``keys`` (the raw id if it is not a JSON object)."""
+    try:
+        value = json.loads(repo.objects.get_bytes(blob, verify=True))
+    except ValueError:
+        return blob
+    if not isinstance(value, dict):
+        return blob
+    return json.dumps({k: v for k, v in value.items() if k not in keys}, sort_keys=True)
 
 
 def _json(repo: Repository, blob: str) -> dict[str, Any]:
