@@ -9,6 +9,17 @@ the first write.
 A damaged SQLite file ("database disk image is malformed", "file is not a database") is
 reported as a :class:`~rewardkit.errors.StoreError` naming the file and the way out,
 whichever query meets the damage first.
+
+Schema versioning: the one-row table ``schema_version`` records the version of the
+tables (:data:`~rewardkit.store.migrations.SCHEMA_VERSION`; version 1 is commits, refs
+and reflog without that table, as rewardkit wrote them before it existed). Every open
+goes through :func:`ensure_schema`, one transaction that (a) creates a new database's
+tables already stamped, (b) refuses a database of a newer version than this rewardkit
+knows before writing anything, or (c) runs the migration steps of
+:mod:`rewardkit.store.migrations` from the stored version and stamps the new one. On
+SQLite that transaction is ``BEGIN IMMEDIATE`` and on PostgreSQL it takes an advisory
+lock first, so of two processes opening an old database, one migrates and the other then
+sees the new version.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    URL,
     Column,
     Connection,
     Engine,
@@ -31,13 +43,18 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    insert,
     inspect,
+    select,
+    text,
 )
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DatabaseError
 
 from rewardkit.errors import StoreError
+from rewardkit.store.migrations import SCHEMA_VERSION, migrate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -73,8 +90,18 @@ reflog_table = Table(
     Column("old", String(64), nullable=True),
     Column("new", String(64), nullable=True),
     Column("message", Text, nullable=False),
-    Column("time", String(40), nullable=False),
+    Column("time", String(40), nullable=False, index=True),  # since version 2
 )
+
+#: One row: the schema version of the tables above (absent: version 1).
+schema_version_table = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+#: Key of the PostgreSQL advisory lock that serialises :func:`ensure_schema` ("rkschema").
+_PG_SCHEMA_LOCK = 0x726B736368656D61
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -83,15 +110,15 @@ def sqlite_url(path: str | Path) -> str:
 
 
 def connect(url: str, *, create: bool = True) -> Engine:
-    """Create an engine for ``url``; with ``create``, create the tables that do not exist.
+    """Create an engine for ``url``; with ``create``, create or migrate its tables.
 
     Args:
         url: SQLAlchemy database URL, e.g. ``sqlite:////data/repo/meta.db``.
-        create: Create missing tables (``False`` to look before creating, see
+        create: Run :func:`ensure_schema` (``False`` to look first, see
             :func:`has_tables`).
 
     Raises:
-        StoreError: If the database file is damaged.
+        StoreError: If the database file is damaged or of a newer schema version.
     """
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
@@ -99,20 +126,60 @@ def connect(url: str, *, create: bool = True) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         event.listen(engine, "handle_error", _sqlite_on_error)
     if create:
-        create_tables(engine)
+        ensure_schema(engine)
     return engine
 
 
-def create_tables(engine: Engine) -> None:
-    """Create the tables that do not exist yet (a no-op on a complete database).
+def ensure_schema(engine: Engine) -> None:
+    """Create a new database's tables, or migrate an old one's, to :data:`SCHEMA_VERSION`.
+
+    All in one transaction: a new database gets its tables and its version row together;
+    an old one gets every migration step and its new version row together, or (a step
+    failed) nothing at all. A database at the current version is left untouched.
 
     Raises:
-        StoreError: If the database file is damaged.
+        StoreError: If the database is of a newer schema version than this rewardkit
+            reads (nothing is written), its version row is missing or doubled, or the
+            database file is damaged.
     """
     try:
-        metadata.create_all(engine)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
+            if not inspect(conn).has_table(commits_table.name):
+                metadata.create_all(conn)
+                conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
+                return
+            version = schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the metadata database {shown(engine.url)} has schema version {version}; this "
+                    f"rewardkit reads up to {SCHEMA_VERSION}: upgrade rewardkit"
+                )
+            if version < SCHEMA_VERSION:
+                migrate(conn, version)
+                schema_version_table.create(conn, checkfirst=True)
+                conn.execute(delete(schema_version_table))
+                conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
     except DatabaseError as exc:  # not SQLite, or damage seen before any handler ran
-        raise StoreError(f"cannot use the metadata database {engine.url!r}: {exc.orig}") from exc
+        raise StoreError(f"cannot use the metadata database {shown(engine.url)}: {exc.orig}") from exc
+
+
+def schema_version(conn: Connection) -> int:
+    """Return the schema version of the database behind ``conn`` (1 if it has no version table).
+
+    Raises:
+        StoreError: If the version table does not hold exactly one row.
+    """
+    if not inspect(conn).has_table(schema_version_table.name):
+        return 1
+    versions = conn.execute(select(schema_version_table.c.version)).scalars().all()
+    if len(versions) != 1:
+        raise StoreError(
+            f"the metadata database {shown(conn.engine.url)} has {len(versions)} rows in its "
+            f"{schema_version_table.name} table, expected one; restore it from a backup"
+        )
+    return int(versions[0])
 
 
 def has_tables(engine: Engine) -> bool:
@@ -141,6 +208,11 @@ def transaction(engine: Engine, conn: Connection | None = None) -> Iterator[Conn
         return
     with engine.begin() as new:
         yield new
+
+
+def shown(url: URL) -> str:
+    """The database's file (SQLite) or its URL without the password, for messages."""
+    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
-from sqlalchemy import URL, or_, update
+from sqlalchemy import or_, update
 
 from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
@@ -73,8 +73,9 @@ class Repository(RefVerbs):
         """Combine the parts of the repository at ``path``; use :meth:`open` instead.
 
         Raises:
-            StoreError: If the metadata database is damaged, or has no tables while
-                ``objects/`` holds objects (its history was lost).
+            StoreError: If the metadata database is damaged, of a newer schema version
+                than this rewardkit reads, or has no tables while ``objects/`` holds
+                objects (its history was lost).
         """
         self.path = path
         self.objects = ObjectStore(path / OBJECTS_DIR)
@@ -84,11 +85,11 @@ class Repository(RefVerbs):
                 n = _count_objects(self.objects.root)
                 if n:
                     raise StoreError(
-                        f"the metadata database {_shown(self.engine.url)} is empty but "
+                        f"the metadata database {db.shown(self.engine.url)} is empty but "
                         f"{self.objects.root} holds {n} objects: the commit history is lost; restore "
                         f"the database from a backup, or move {OBJECTS_DIR}/ away to start a new repository"
                     )
-                db.create_tables(self.engine)
+            db.ensure_schema(self.engine)
         except BaseException:
             self.engine.dispose()
             raise
@@ -602,10 +603,6 @@ def _is_unfinished_init(path: Path) -> bool:
     allowed = {OBJECTS_DIR, HEAD_FILE, *DB_FILES}
     only_init = all(p.name in allowed or p.name.startswith(TMP_PREFIX) for p in path.iterdir())
     return only_init and _count_objects(path / OBJECTS_DIR) == 0
-
-
-def _shown(url: URL) -> str:
-    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string()
 
 
 def _default_author() -> str:
