@@ -38,7 +38,7 @@ _NAME_BAD = re.compile(r"[^/\w.\- ]")  # what MLflow accepts in a metric or para
 
 
 def mlflow_requested(flag: bool | None) -> bool:
-    """Whether a training run logs to MLflow: as ``--mlflow``/``--no-mlflow`` say, else if ``MLFLOW_TRACKING_URI`` is set."""
+    """Whether training logs to MLflow: per ``--mlflow``/``--no-mlflow``, else if ``MLFLOW_TRACKING_URI`` is set."""
     return flag if flag is not None else bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
