@@ -59,6 +59,12 @@ def test_train_mlflow_logs_config_metrics_curves_and_links_the_commit(cli, tmp_p
     assert failed.info.status == "FAILED" and "rewardkit.commit" not in failed.data.tags
     assert "validation/accuracy" in failed.data.metrics  # logged before the commit was refused
 
+    # a tracking URI MLflow cannot use: one line naming it, after the data and model checks, before training
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    code, _, err = cli(*train, "--output-dir", "run4")
+    assert code == 2 and "MLflow at bogus://nowhere:" in err and err.count("\n") == 1
+    assert not (tmp_path / "run4" / "model").exists()
+
     # --no-mlflow wins over the variable
     code, out, err = cli(*train, "--no-mlflow", "--output-dir", "run3")
     assert code == 0, err

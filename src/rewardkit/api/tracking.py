@@ -16,10 +16,12 @@ only when a run is started.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +54,9 @@ class MlflowTracking:
             ``http://host:5000``; None: ``MLFLOW_TRACKING_URI``, else mlflow's default.
 
     Raises:
-        ConfigError: On construction, when mlflow is not installed.
+        ConfigError: On construction, when mlflow is not installed; from a method, when MLflow
+            refuses a call (an unknown URI scheme, a store it cannot open or reach); the
+            message names the tracking URI and gives MLflow's reason on one line.
     """
 
     experiment: str = "rewardkit"
@@ -72,14 +76,15 @@ class MlflowTracking:
         from mlflow.tracking import get_tracking_uri
 
         self.tracking_uri = self.tracking_uri or get_tracking_uri()  # resolves MLFLOW_TRACKING_URI or the default
-        self._client = client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = client.get_experiment_by_name(self.experiment)
-        self.experiment_id = (experiment.experiment_id if experiment is not None
-                              else client.create_experiment(self.experiment))
-        self.run_id = client.create_run(self.experiment_id, run_name=run_name).info.run_id
-        params = [Param(_name(k), _param_value(v)) for k, v in config.to_dict().items()]
-        for i in range(0, len(params), 100):
-            client.log_batch(self.run_id, params=params[i:i + 100])
+        with self._refusals():
+            self._client = client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.experiment)
+            self.experiment_id = (experiment.experiment_id if experiment is not None
+                                  else client.create_experiment(self.experiment))
+            self.run_id = client.create_run(self.experiment_id, run_name=run_name).info.run_id
+            params = [Param(_name(k), _param_value(v)) for k, v in config.to_dict().items()]
+            for i in range(0, len(params), 100):
+                client.log_batch(self.run_id, params=params[i:i + 100])
 
     def log_results(self, metrics: dict[str, Any], curves: Curves, run_dir: Path) -> None:
         """Log the commit's ``metrics``, the curves per optimizer step, and the curve files found in ``run_dir``."""
@@ -90,11 +95,12 @@ class MlflowTracking:
         for row in curves.rows:
             step = int(row["step"])
             points += [Metric(CURVE_PREFIX + k, float(v), now, step) for k, v in row.items() if k != "step"]
-        for i in range(0, len(points), _BATCH):
-            self._client.log_batch(self.run_id, metrics=points[i:i + _BATCH])
-        for name in ("curves.csv", "curves.png"):
-            if (run_dir / name).is_file():
-                self._client.log_artifact(self.run_id, str(run_dir / name))
+        with self._refusals():
+            for i in range(0, len(points), _BATCH):
+                self._client.log_batch(self.run_id, metrics=points[i:i + _BATCH])
+            for name in ("curves.csv", "curves.png"):
+                if (run_dir / name).is_file():
+                    self._client.log_artifact(self.run_id, str(run_dir / name))
 
     def reference(self) -> dict[str, str]:
         """What a commit records of the run: ``{"run_id", "experiment_id", "tracking_uri"}``."""
@@ -102,7 +108,19 @@ class MlflowTracking:
 
     def tag_commit(self, commit_id: str) -> None:
         """Tag the run ``rewardkit.commit`` = ``commit_id`` (after the commit has landed)."""
-        self._client.set_tag(self.run_id, COMMIT_TAG, commit_id)
+        with self._refusals(f"commit {commit_id[:10]} landed, but tagging its MLflow run failed: "):
+            self._client.set_tag(self.run_id, COMMIT_TAG, commit_id)
+
+    @contextlib.contextmanager
+    def _refusals(self, prefix: str = "") -> Iterator[None]:
+        """MLflow's errors inside, as a one-line :class:`ConfigError` naming the tracking URI."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as exc:
+            reason = (exc.message.strip().splitlines() or ["no reason given"])[0]
+            raise ConfigError(f"{prefix}MLflow at {self.tracking_uri}: {reason}") from exc
 
     def __enter__(self) -> MlflowTracking:
         return self
@@ -110,8 +128,14 @@ class MlflowTracking:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         """End the run, if one was started: FINISHED, or FAILED when training or the commit raised."""
-        if self.run_id is not None:
-            self._client.set_terminated(self.run_id, status="FINISHED" if kind is None else "FAILED")
+        if self.run_id is None:
+            return
+        if kind is None:
+            with self._refusals():
+                self._client.set_terminated(self.run_id, status="FINISHED")
+        else:  # the error that ended the run is the one to report, not a failure to mark it
+            with contextlib.suppress(Exception):
+                self._client.set_terminated(self.run_id, status="FAILED")
 
 
 def _name(key: str) -> str:
