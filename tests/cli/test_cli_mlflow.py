@@ -15,7 +15,6 @@ def _pairs(n: int) -> list[dict]:
 
 def test_train_mlflow_logs_config_metrics_curves_and_links_the_commit(cli, tmp_path, tiny_model_dir, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed (pip install mlflow, or the bench extra)")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # artifacts go to ./mlruns, the test folder (cli chdirs there)
     data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(40))
     assert cli("init")[0] == 0

@@ -66,7 +66,8 @@ class MlflowTracking:
 
     def __post_init__(self) -> None:
         if importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("--mlflow needs the mlflow package: pip install mlflow")
+            raise ConfigError("--mlflow (or MLFLOW_TRACKING_URI) needs the mlflow package: pip install mlflow; "
+                              "or pass --no-mlflow")
         self._client: Any = None
 
     def start(self, config: RewardConfig, run_name: str) -> None:
