@@ -101,7 +101,7 @@ def train(
         ConfigError: A hyperparameter is out of range.
         OutputError: ``output_dir`` (or a folder above it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
-        ConfigError: ``mlflow`` is given and mlflow is not installed.
+        ConfigError: ``mlflow`` is given and MLflow refuses a call (an unknown URI scheme, a store it cannot reach).
     """
     config = config or RewardConfig()
     check_output_path(output_dir, "output folder", "--output-dir", folder=True)
