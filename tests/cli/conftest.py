@@ -45,6 +45,7 @@ def cli(capsys, monkeypatch, tmp_path):
     """Run ``rewardkit ARGS`` in a fresh folder; returns (exit code, stdout, stderr)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REWARDKIT_REPO", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a user's setting would turn on train --mlflow
     monkeypatch.setenv("REWARDKIT_DEBUG", "1")  # an unexpected error fails the test with its traceback
 
     def run(*args: str) -> tuple[int, str, str]:

@@ -4,7 +4,7 @@ The CLI calls exactly these functions and only renders what they return. One mod
 concept: :mod:`~rewardkit.api.training` (train, evaluate on the held-out splits, commit),
 :mod:`~rewardkit.api.evaluation` (evaluate and score), :mod:`~rewardkit.api.models` (open a
 model from an object, a folder or a ref; commit a folder), :mod:`~rewardkit.api.diff` (compare
-two versions) and :mod:`~rewardkit.api.checks`
+two versions), :mod:`~rewardkit.api.tracking` (log a training run to MLflow) and :mod:`~rewardkit.api.checks`
 (arguments checked before slow work). The names below are imported on first use (see
 :mod:`rewardkit.lazy`), so the CLI loads torch only once a command needs it.
 """
@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from rewardkit.api.diff import ModelDiff, diff
     from rewardkit.api.evaluation import evaluate, score, score_data
     from rewardkit.api.models import ModelSource, checkout, commit, load_model, open_model
+    from rewardkit.api.tracking import MlflowTracking
     from rewardkit.api.training import TrainRun, train
 
 __all__ = [
+    "MlflowTracking",
     "ModelDiff",
     "ModelSource",
     "TrainRun",
@@ -38,4 +40,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(("evaluate", "score", "score_data"), "rewardkit.api.evaluation"),
     **dict.fromkeys(("ModelSource", "checkout", "commit", "load_model", "open_model"), "rewardkit.api.models"),
     **dict.fromkeys(("TrainRun", "train"), "rewardkit.api.training"),
+    "MlflowTracking": "rewardkit.api.tracking",
 })

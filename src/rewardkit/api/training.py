@@ -15,6 +15,7 @@ from rewardkit.training.config import RewardConfig
 
 if TYPE_CHECKING:
     from rewardkit.api.models import ModelSource
+    from rewardkit.api.tracking import MlflowTracking
     from rewardkit.evaluation import EvalReport
     from rewardkit.models import TextRewardModel
     from rewardkit.store import Commit, Repository
@@ -62,6 +63,7 @@ def train(
     repo: Repository | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
+    mlflow: MlflowTracking | None = None,
 ) -> TrainRun:
     """Train a text reward model on the training split of ``data``; evaluate it; optionally commit it.
 
@@ -75,6 +77,10 @@ def train(
     split (else of the validation split) and the model's rewards on them, taken from the
     evaluation (nothing is scored twice), named in ``params["probe"]`` (see
     :mod:`rewardkit.store.probe`).
+
+    With ``mlflow`` the run is logged to MLflow (config, every metric, the curves; see
+    :mod:`rewardkit.api.tracking`), the commit records the MLflow run in ``params["mlflow"]``
+    and the MLflow run is tagged with the commit id; an error ends the MLflow run FAILED.
 
     All data, ``eval_data`` included, is read and checked before torch and the backbone's
     weights are loaded, so a data error comes back in about the time Python takes to start;
@@ -95,6 +101,7 @@ def train(
         ConfigError: A hyperparameter is out of range.
         OutputError: ``output_dir`` (or a folder above it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
+        ConfigError: ``mlflow`` is given and MLflow refuses a call (an unknown URI scheme, a store it cannot reach).
     """
     config = config or RewardConfig()
     check_output_path(output_dir, "output folder", "--output-dir", folder=True)
@@ -103,9 +110,12 @@ def train(
 
         repo = Repository.discover()  # fail before training, not after
     with contextlib.ExitStack() as stack:
+        if mlflow is not None:
+            stack.enter_context(mlflow)  # ends the MLflow run, FAILED if anything below raises
         base = _stored_base(config, repo, stack)
         return _train(data, config, base, format=format, eval_data=eval_data, output_dir=output_dir,
-                      commit_message=commit_message, repo=repo, resume_from=resume_from, progress=progress)
+                      commit_message=commit_message, repo=repo, resume_from=resume_from, progress=progress,
+                      mlflow=mlflow)
 
 
 def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextlib.ExitStack) -> ModelSource | None:
@@ -138,7 +148,8 @@ def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextli
 
 def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, format: str | None,  # noqa: A002
            eval_data: Sequence[str | Path], output_dir: str | Path, commit_message: str | None,
-           repo: Repository | None, resume_from: str | Path | None, progress: bool) -> TrainRun:
+           repo: Repository | None, resume_from: str | Path | None, progress: bool,
+           mlflow: MlflowTracking | None = None) -> TrainRun:
     """:func:`train` once the base model is known: a folder or hub id (``base`` None) or a stored commit."""
 
     def tokenizer() -> Any:
@@ -167,6 +178,8 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
 
     model = _load_base(config, base, Path(output_dir)) if config.lora or base is not None else None
     trainer = RewardTrainer(config, model)
+    if mlflow is not None and trainer.accelerator.is_main_process:  # after the data and model checks
+        mlflow.start(config, run_name=Path(output_dir).name)
     result = trainer.train(train_pairs, output_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(output_dir) / "model"
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process saves and commits
@@ -176,18 +189,22 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
     evaluated = {name: evaluate_with_rewards(result.model, dataset, max_length=config.max_length, progress=progress)
                  for name, dataset in held_out.items()}
     reports = {name: report for name, (report, _) in evaluated.items()}
+    metrics = result.metrics()
+    for name, report in reports.items():
+        metrics |= report.metrics(name)
+    if mlflow is not None:
+        mlflow.log_results(metrics, result.curves, Path(output_dir))
 
     commit = None
     if commit_message is not None:
-        metrics = result.metrics()
-        for name, report in reports.items():
-            metrics |= report.metrics(name)
         fingerprints = {"train": fingerprint(train_pairs)} | {name: d.fingerprint for name, d in held_out.items()}
         backbone = base.commit.backbone if base is not None else config.base_model or DEFAULT_BACKBONE_NAME
         params = {"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
                   "formats": parts["train"].formats, "fingerprints": fingerprints}
         if base is not None:
             params["base"] = base.commit.id
+        if mlflow is not None:
+            params["mlflow"] = mlflow.reference()
         probe_objects = []
         split = next((name for name in ("test", "validation") if name in held_out), None)
         if split is not None:  # the probe set `diff` compares versions on: the split's first pairs
@@ -204,6 +221,8 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
             commit = commit_adapter(repo, model_dir, base_commit, commit_message, **meta)
         else:
             commit = repo.commit_dir(model_dir, commit_message, **meta)
+        if mlflow is not None:
+            mlflow.tag_commit(commit.id)
     return TrainRun(result, reports, model_dir, commit, **counts)
 
 

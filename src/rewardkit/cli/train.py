@@ -10,6 +10,7 @@ import typer
 from typer.models import OptionInfo
 
 from rewardkit import api
+from rewardkit.api.tracking import mlflow_requested
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import bold, console, eval_table, print_json
 from rewardkit.training.config import RewardConfig
@@ -79,6 +80,14 @@ def train(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).", show_default=False)
     ] = None,
+    mlflow: Annotated[
+        bool | None,
+        typer.Option("--mlflow/--no-mlflow", help="Log the config, metrics and curves to MLflow and record the "
+                     "run in the commit; default: on when MLFLOW_TRACKING_URI is set.", show_default=False),
+    ] = None,
+    mlflow_experiment: Annotated[
+        str, typer.Option(help="MLflow experiment of the run (created when missing).")
+    ] = "rewardkit",
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
@@ -123,6 +132,7 @@ def train(
         message = message or f"train on {', '.join(Path(d).name for d in data)}"
     run_dir = output_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     target_repo = open_repo(repo) if message else None
+    tracking = api.MlflowTracking(mlflow_experiment) if mlflow_requested(mlflow) else None
     run = api.train(
         data,
         config,
@@ -133,6 +143,7 @@ def train(
         repo=target_repo,
         resume_from=resume_from,
         progress=not as_json,
+        mlflow=tracking,
     )
     if not run.is_main_process:
         return
@@ -142,6 +153,7 @@ def train(
             {
                 "model_dir": str(run.model_dir),
                 "commit": run.commit.id if run.commit else None,
+                "mlflow": tracking.reference() if tracking else None,
                 "train": res.metrics(),
                 "ties_dropped": run.n_ties_dropped,
                 "identical_dropped": run.n_identical,
@@ -160,5 +172,7 @@ def train(
     console.print(f"model: {run.model_dir}   curves: {run_dir / 'curves.csv'}, {run_dir / 'curves.png'}")
     for name, report in run.evaluations.items():
         console.print(eval_table(report, f"{name} split" if name in ("validation", "test") else name))
+    if tracking:
+        console.print(f"MLflow run {tracking.run_id} (experiment {tracking.experiment!r}) at {tracking.tracking_uri}")
     if run.commit:
         console.print(bold("committed"), f"{run.commit.id[:10]}: {run.commit.message}")
