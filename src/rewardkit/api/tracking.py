@@ -76,7 +76,9 @@ class MlflowTracking:
         from mlflow.entities import Param
         from mlflow.tracking import get_tracking_uri
 
-        self.tracking_uri = self.tracking_uri or get_tracking_uri()  # resolves MLFLOW_TRACKING_URI or the default
+        # the environment first: a URI set in this process by mlflow.set_tracking_uri (e.g. by a library the
+        # user's script used) would otherwise win over the MLFLOW_TRACKING_URI the user gave this run
+        self.tracking_uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or get_tracking_uri()
         with self._refusals():
             self._client = client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment = client.get_experiment_by_name(self.experiment)
