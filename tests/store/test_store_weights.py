@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,9 +14,12 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
+import rewardkit
 from rewardkit.errors import ModelError, StoreError
 from rewardkit.store import Repository
 from rewardkit.store.modeldir import WEIGHTS_INDEX_FILE, write_model_dir
+
+SRC = str(Path(rewardkit.__file__).resolve().parents[1])  # the code under test, for child processes
 
 
 def test_checkout_writes_the_bytes_save_file_writes(repo: Repository, tmp_path: Path) -> None:
@@ -167,13 +171,19 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+def _clean_env() -> dict[str, str]:
+    """A child environment free of what earlier tests in this process may have set (allocator, thread pools)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    return {k: os.environ[k] for k in keep if k in os.environ} | {"PYTHONPATH": SRC}
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 def test_commit_and_checkout_memory_is_bounded_by_the_largest_tensor(tmp_path: Path) -> None:
     n, rows = 40, 1024  # 40 tensors of 4 MiB: a 160 MiB model
     largest, model = rows * 1024 * 4, n * rows * 1024 * 4
     for step in ("commit", "checkout"):  # each in a fresh process: peak RSS above its start, bytes
         run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path), str(n), str(rows), step],
-                             capture_output=True, text=True, check=True)  # fmt: skip
+                             capture_output=True, text=True, check=True, env=_clean_env())  # fmt: skip
         # loading the whole model would cost at least its size; streaming costs a few tensors
         assert int(run.stdout) < min(8 * largest, model / 4), (step, run.stdout)
     out = load_file(tmp_path / "out" / "model.safetensors")
