@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rewardkit.evaluation.metrics import pairwise_correct
+
 
 @dataclass(frozen=True)
 class Agreement:
@@ -98,8 +100,8 @@ def agreement(
         n_pairs=len(a),
         spearman=spearman(a.ravel(), b.ravel()),
         preference_agreement=float(np.mean(sign_a == sign_b)),
-        accuracy_a=float(np.mean((sign_a + 1) / 2)),
-        accuracy_b=float(np.mean((sign_b + 1) / 2)),
+        accuracy_a=float(np.mean(pairwise_correct(a[:, 0] - a[:, 1]))),
+        accuracy_b=float(np.mean(pairwise_correct(b[:, 0] - b[:, 1]))),
         mean_a=float(a.mean()),
         mean_b=float(b.mean()),
         std_a=float(a.std()),

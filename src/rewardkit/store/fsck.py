@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from rewardkit.errors import StoreError
 from rewardkit.store.commits import Commit, commit_id
-from rewardkit.store.gc import dependencies, temp_files, used_objects
+from rewardkit.store.gc import temp_files, used_objects
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import TMP_GRACE_S, ObjectStore
 from rewardkit.store.repository import CONFIG_FILE, OBJECTS_DIR, Repository
@@ -166,7 +166,7 @@ class _Checker:
                 self.corrupt[id] = len(self.findings)
                 self.add("corrupt", "object", id, str(exc))
                 continue
-            for needed in dependencies(self.objects, id):
+            for needed in self.objects.dependencies(id):
                 self.need_object(needed, f"needed by object {id}")
 
     def need_object(self, id: str, used_by: str) -> None:

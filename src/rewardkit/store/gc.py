@@ -185,11 +185,6 @@ def _expire_reflog(repo: Repository, cutoff: str) -> int:
         return conn.execute(delete(reflog_table).where(reflog_table.c.time < cutoff)).rowcount
 
 
-def dependencies(objects: ObjectStore, id: str) -> list[str]:
-    """Return the objects that object ``id`` needs to be read (e.g. its delta base); often none."""
-    return list(objects.dependencies(id))
-
-
 def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
     """Return ``ids`` and everything they need to be read, transitively (unreadable ones skipped)."""
     found: set[str] = set()
@@ -199,7 +194,7 @@ def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
         if id not in found:
             found.add(id)
             with suppress(StoreError):
-                todo.extend(dependencies(objects, id))
+                todo.extend(objects.dependencies(id))
     return found
 
 
@@ -239,7 +234,7 @@ def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set
             continue
         used.add(id)
         if intact is None or id in intact:
-            todo.extend(dependencies(objects, id))
+            todo.extend(objects.dependencies(id))
     return used
 
 

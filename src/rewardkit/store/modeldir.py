@@ -296,8 +296,7 @@ def write_weights(
         max_shard_size=max_shard_size,
     )
     keep = {*split.filename_to_tensors, *([WEIGHTS_INDEX_FILE] if split.is_sharded else [])}
-    shards = [p for p in folder.glob("model-*-of-*.safetensors") if _SHARD_RE.fullmatch(p.name)]
-    for old in [folder / WEIGHTS_FILE, folder / WEIGHTS_INDEX_FILE, *shards]:
+    for old in _weights_files(folder):
         if old.name not in keep:
             old.unlink(missing_ok=True)
     written = [

@@ -29,6 +29,7 @@ from sqlalchemy import or_, update
 
 from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
+from rewardkit.store.adapters import is_adapter
 from rewardkit.store.atomic import TMP_PREFIX, write_atomically
 from rewardkit.store.commits import Commit, CommitStore
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
@@ -564,7 +565,7 @@ class Repository(RefVerbs):
             RefError: If ``ref`` does not name exactly one commit.
         """
         commit = ref if isinstance(ref, Commit) else self.resolve(ref)
-        if isinstance((commit.params or {}).get("adapter"), dict):
+        if is_adapter(commit):
             raise StoreError(f"commit {commit.id[:10]} is a LoRA adapter: check it out with `rewardkit checkout` "
                              "or rewardkit.api.checkout (the adapter folder with its base, or --merged)")
         manifest = self.manifest(commit)
