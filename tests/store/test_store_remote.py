@@ -118,3 +118,14 @@ def test_corrupt_commit_on_remote_is_refused(repo, origin, tiny_tensors, tmp_pat
 def test_unknown_url_scheme_is_a_clear_error():
     with pytest.raises(StoreError, match="cannot open"):
         Remote("origin", "nosuchscheme://bucket/x")
+
+
+def test_missing_object_on_remote_is_refused_naming_it(repo, origin, tiny_tensors, tmp_path):
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, "main")
+    victim = repo.manifest(c).tensors["head.bias"].id
+    Path(origin.object_path(victim)).unlink()
+    with Repository.init(tmp_path / "clone") as clone:
+        with pytest.raises(StoreError, match=f"object {victim} is missing"):
+            fetch(clone, origin)
+        assert list(clone.objects.ids()) == [] and clone.commits.count() == 0

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
@@ -35,6 +35,9 @@ from rewardkit.store.gc import used_objects
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import ObjectStore, canonical_json, is_object_id
 from rewardkit.store.refs import HEADS, REMOTES, check_ref_name
+
+if TYPE_CHECKING:
+    from rewardkit.store.repository import Repository
 
 LOCK_SUFFIX = ".lock"
 
@@ -176,27 +179,43 @@ class Remote:
         finally:
             lock.unlink(missing_ok=True)
 
-    def write_file(self, p: str, data: bytes) -> None:
-        """Write ``data`` to remote path ``p`` atomically (a temp file beside it, then a rename)."""
+    def write_file(self, p: str, data: bytes | Path) -> int:
+        """Write ``data`` (bytes, or a local file streamed) to remote path ``p`` atomically.
+
+        A directory remote gets a temp file beside ``p``, fsync, then a rename; an object
+        store writes whole objects atomically by itself.
+
+        Returns:
+            The number of bytes written.
+        """
         parent = p.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if not self.is_local:
-            self.fs.pipe_file(p, data)  # object stores write whole objects atomically
-            return
+            if isinstance(data, Path):
+                self.fs.put_file(str(data), p)
+                return data.stat().st_size
+            self.fs.pipe_file(p, data)
+            return len(data)
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=TMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        shutil.copyfileobj(src, f, 1 << 20)
+                else:
+                    f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+                n = f.tell()
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         fsync_dir(Path(parent))
+        return n
 
 
-def push(repo: Any, remote: Remote, branch: str, *, force: bool = False) -> TransferReport:
+def push(repo: Repository, remote: Remote, branch: str, *, force: bool = False) -> TransferReport:
     """Send ``branch`` and everything it needs to ``remote``, then move the remote branch.
 
     Only commits the remote lacks travel (walked through parents and lineage, e.g. an
@@ -233,10 +252,8 @@ def push(repo: Any, remote: Remote, branch: str, *, force: bool = False) -> Tran
     for id in sorted(used_objects(repo.objects, new)):
         if remote.fs.exists(remote.object_path(id)):
             continue
-        data = repo.objects.path(id).read_bytes()
-        remote.write_file(remote.object_path(id), data)
+        n_bytes += remote.write_file(remote.object_path(id), repo.objects.path(id))
         n_objects += 1
-        n_bytes += len(data)
     for c in reversed(new):  # parents before children
         remote.write_file(remote.commit_path(c.id), canonical_json(c.fields()))
     with remote.ref_lock(branch):
@@ -247,14 +264,14 @@ def push(repo: Any, remote: Remote, branch: str, *, force: bool = False) -> Tran
     return TransferReport(commits=len(new), objects=n_objects, bytes=n_bytes, refs={HEADS + branch: head})
 
 
-def _check_fast_forward(repo: Any, remote: Remote, branch: str, old: str | None, new: str, force: bool) -> None:
+def _check_fast_forward(repo: Repository, remote: Remote, branch: str, old: str | None, new: str, force: bool) -> None:
     if force or old is None or old == new:
         return
     if not repo.commits.has(old) or old not in {c.id for c in repo.commits.walk([new])}:
         raise RefMovedError(f"remote {branch} moved: pull and merge (remote {remote.name} has {old[:12]})")
 
 
-def fetch(repo: Any, remote: Remote) -> TransferReport:
+def fetch(repo: Repository, remote: Remote) -> TransferReport:
     """Receive every remote branch and what it needs; set ``refs/remotes/<remote>/<branch>``.
 
     Every object is re-hashed in a staging folder before it enters the local store, so a
@@ -297,11 +314,11 @@ def fetch(repo: Any, remote: Remote) -> TransferReport:
     return TransferReport(commits=len(new), objects=len(got), bytes=n_bytes, refs=refs)
 
 
-def _store_of(repo: Any, staging: ObjectStore, id: str) -> ObjectStore:
+def _store_of(repo: Repository, staging: ObjectStore, id: str) -> ObjectStore:
     return staging if staging.has(id) else repo.objects
 
 
-def _download(repo: Any, remote: Remote, staging: ObjectStore, ids: Iterable[str]) -> list[str]:
+def _download(repo: Repository, remote: Remote, staging: ObjectStore, ids: Iterable[str]) -> list[str]:
     """Copy the objects in ``ids`` (and their delta bases) that neither store holds into ``staging``, verified.
 
     Raises:
@@ -315,7 +332,7 @@ def _download(repo: Any, remote: Remote, staging: ObjectStore, ids: Iterable[str
         p = staging.path(id)
         p.parent.mkdir(parents=True, exist_ok=True)
         try:
-            p.write_bytes(remote.fs.cat_file(remote.object_path(id)))
+            remote.fs.get_file(remote.object_path(id), str(p))  # streamed, not held in memory
         except FileNotFoundError:
             raise StoreError(f"remote {remote.name}: object {id} is missing ({remote.object_path(id)})") from None
         got.append(id)
