@@ -129,3 +129,21 @@ def test_missing_object_on_remote_is_refused_naming_it(repo, origin, tiny_tensor
         with pytest.raises(StoreError, match=f"object {victim} is missing"):
             fetch(clone, origin)
         assert list(clone.objects.ids()) == [] and clone.commits.count() == 0
+
+
+def test_delta_encoded_objects_travel_with_their_base(repo, origin, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(128, 128, generator=g).to(torch.bfloat16)
+    repo.commit_tensors({"w": w}, FILES, "v1")
+    push(repo, origin, "main")
+    clone = Repository.init(tmp_path / "clone")
+    fetch(clone, origin)  # the base arrives first; the delta later decodes against the local copy
+    w2 = w.clone()
+    w2[0, :8] += 1
+    head = repo.commit_tensors({"w": w2}, FILES, "v2")
+    new_id = repo.manifest(head).tensors["w"].id
+    assert repo.objects.dependencies(new_id), "the second version should be stored as a delta"
+    push(repo, origin, "main")
+    with clone:
+        assert fetch(clone, origin).objects == 2  # the delta and the manifest
+        assert torch.equal(clone.objects.get_tensor(new_id, verify=True), w2)
