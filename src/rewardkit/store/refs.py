@@ -101,7 +101,9 @@ def check_full_name(full: str) -> str:
         if full.startswith(prefix):
             check_ref_name(full[len(prefix):], kind)
             return full
-    raise RefError(f"invalid ref {full!r}: expected refs/heads/, refs/tags/ or refs/aliases/ followed by a name")
+    raise RefError(
+        f"invalid ref {full!r}: expected refs/heads/, refs/tags/, refs/aliases/ or refs/remotes/ followed by a name"
+    )
 
 
 def short_name(full: str) -> str:
