@@ -494,7 +494,7 @@ class Repository(RefVerbs):
         Args:
             ref: Where to start.
             limit: Show at most this many.
-            all: Start from every branch, tag and alias instead (``git log --all``).
+            all: Start from every branch, tag, alias and remote-tracking branch instead (``git log --all``).
 
         Raises:
             RefError: If ``ref`` does not name exactly one commit.
