@@ -53,7 +53,7 @@ def remote_list(as_json: JsonOption = False, repo: RepoOption = None) -> None:
         return
     for name, spec in remotes.items():
         endpoint = f"  (endpoint {spec['endpoint_url']})" if spec.get("endpoint_url") else ""
-        console.print(f"{name}\t{spec['url']}{endpoint}")
+        console.print(f"{name}  {spec['url']}{endpoint}")
     if not remotes:
         console.print("no remotes yet; add one with `rewardkit remote add origin URL`")
 
