@@ -137,7 +137,7 @@ def test_unreachable_s3_endpoint_is_one_line_and_changes_nothing(cli, tmp_path, 
     for args in (("fetch",), ("push",), ("clone", "s3://bucket/rm", "c", "--endpoint-url", f"http://127.0.0.1:{port}")):
         code, out, err = cli(*args)
         assert code == 2, (args, out, err)
-        assert "remote origin (s3://bucket/rm)" in err and len(err.strip().splitlines()) == 1
+        assert "(s3://bucket/rm)" in err and len(err.strip().splitlines()) == 1
         assert repo_bytes(tmp_path / ".rewardkit") == before
     assert not (tmp_path / "c").exists()
 

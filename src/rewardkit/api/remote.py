@@ -15,15 +15,14 @@ and :mod:`rewardkit.store.merge` (what ``pull`` does with what it fetched), with
   objects (:mod:`rewardkit.store.remote.partial`).
 
 Storage errors (unreachable endpoint, wrong credentials, no such bucket) become one-line
-:class:`~rewardkit.errors.StoreError` s naming the remote and its URL; a refused command leaves
-the local branches as they were.
+:class:`~rewardkit.errors.StoreError` s naming the remote and its URL (:meth:`Remote.io`); a
+refused command leaves the local branches as they were.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -110,49 +109,13 @@ def default_remote(repo: Repository) -> str:
     return next(iter(remotes))
 
 
-@contextmanager
-def remote_errors(remote: Remote) -> Iterator[None]:
-    """Turn what the storage raises (connection, credentials, missing bucket) into one-line StoreErrors.
-
-    s3fs translates S3's errors into ``OSError`` subclasses (``PermissionError`` for 403,
-    ``FileNotFoundError`` for 404); botocore's own (no endpoint, no credentials) are caught by
-    their base classes.
-    """
-    errors: tuple[type[BaseException], ...] = (OSError,)
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        errors = (OSError, BotoCoreError, ClientError)
-    except ImportError:  # no S3 support installed: only OSErrors can come
-        pass
-    try:
-        yield
-    except RewardkitError:
-        raise
-    except errors as exc:
-        raise StoreError(f"remote {remote.name} ({remote.url}): {_why(exc)}") from exc
-
-
-def _why(exc: BaseException) -> str:
-    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-    if isinstance(exc, PermissionError) or any(w in detail for w in ("AccessDenied", "InvalidAccessKeyId",
-                                                                     "SignatureDoesNotMatch", "Forbidden")):
-        return f"access denied: check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE): " \
-               f"{detail}"
-    if "Unable to locate credentials" in detail:
-        return f"no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE ({detail})"
-    if isinstance(exc, FileNotFoundError):
-        return f"not found (does the bucket or folder exist?): {detail}"
-    if isinstance(exc, ConnectionError) or "connect" in detail.lower():
-        return f"unreachable (check the URL and --endpoint-url): {detail}"
-    return f"{type(exc).__name__}: {detail}"
-
-
 def _existing(remote: Remote) -> dict[str, str]:
-    """The remote's branches; refuses a remote that does not exist or holds none."""
-    if not remote.fs.exists(remote.root):
-        raise StoreError(f"remote {remote.name}: {remote.url} does not exist (nothing was pushed there yet?)")
-    return remote.branches()
+    """The remote's branches; refuses a remote that does not exist."""
+    with remote.io("reading its branches"):
+        heads = remote.branches()
+        if not heads and not remote.fs.exists(remote.root):
+            raise StoreError(f"remote {remote.name}: {remote.url} does not exist (nothing was pushed there yet?)")
+    return heads
 
 
 def push(
@@ -187,8 +150,7 @@ def push(
     for b in branches:
         if repo.refs.get(HEADS + b) is None:
             raise StoreError(f"cannot push {b}: no such branch (branches: {', '.join(repo.branches()) or 'none'})")
-    with remote_errors(r):
-        report = transfer.push(repo, r, branches, force=force, jobs=jobs, progress=progress)
+    report = transfer.push(repo, r, branches, force=force, jobs=jobs, progress=progress)
     for ref, id in report.refs.items():
         _track(repo, r, ref.removeprefix(HEADS), id, "push")
     return report
@@ -207,9 +169,7 @@ def fetch(repo: Repository, remote: str | None = None, *, jobs: int = JOBS,
             object on the remote (named by its id).
     """
     r = open_remote(repo, remote or default_remote(repo))
-    with remote_errors(r):
-        _existing(r)
-        report = transfer.fetch(repo, r, jobs=jobs, progress=progress)
+    report = transfer.fetch(repo, r, jobs=jobs, progress=progress)
     clear_if_complete(repo)
     return report
 
@@ -258,14 +218,13 @@ def pull(
     r = open_remote(repo, name)
     current = repo.current_branch()
     branch = check_ref_name(branch or current)
-    with remote_errors(r):
-        heads = _existing(r)
-        if branch not in heads:
-            raise StoreError(f"remote {name} has no branch {branch!r} (branches: {', '.join(heads) or 'none'})")
-        objects_for = [heads[branch]] if partial_clone(repo.path) else None
-        report = transfer.fetch(repo, r, [branch], objects_for=objects_for, jobs=jobs, progress=progress)
+    heads = _existing(r)
+    if branch not in heads:
+        raise StoreError(f"remote {name} has no branch {branch!r} (branches: {', '.join(heads) or 'none'})")
+    objects_for = [heads[branch]] if partial_clone(repo.path) else None
+    report = transfer.fetch(repo, r, [branch], objects_for=objects_for, jobs=jobs, progress=progress)
     tracking = f"{REMOTES}{name}/{branch}"
-    target = repo.refs.get(tracking) or heads[branch]
+    target = report.refs[tracking]
     old = repo.refs.get(HEADS + current)
     if old is None:
         repo.refs.set_ref(HEADS + current, target, None, f"pull: {name}/{branch}")
@@ -321,8 +280,7 @@ def clone(
     url = normalize_url(url)
     path = Path(dir)
     r = transfer.Remote(DEFAULT_REMOTE, url, **storage_options(url, endpoint_url))
-    with remote_errors(r):
-        heads = _existing(r)
+    heads = _existing(r)
     if not heads:
         raise StoreError(f"nothing to clone at {url}: it has no branches (is it the URL of a rewardkit remote?)")
     resume = _interrupted_clone(path, url)
@@ -332,8 +290,7 @@ def clone(
         if not resume:
             add_remote(repo, DEFAULT_REMOTE, url, endpoint_url=endpoint_url)
         if filter is None:
-            with remote_errors(r):
-                report = transfer.fetch(repo, r, jobs=jobs, progress=progress)
+            report = transfer.fetch(repo, r, jobs=jobs, progress=progress)
         else:
             set_partial_clone(repo, DEFAULT_REMOTE, filter)
             _, report = _fetch_version(repo, r, filter, jobs, progress)
@@ -405,20 +362,19 @@ def _fetch_version(repo: Repository, r: Remote, ref: str, jobs: int,
     Raises:
         StoreError: ``ref`` names nothing on the remote, or the remote lacks its objects.
     """
-    with remote_errors(r):
-        heads = _existing(r)
-        if ref in heads:
-            report = transfer.fetch(repo, r, objects_for=[heads[ref]], jobs=jobs, progress=progress)
-            id = heads[ref]
-        else:
-            report = transfer.fetch(repo, r, objects_for=[], jobs=jobs, progress=progress)
-            id = _resolve_on(repo, r, ref)
-        commit = repo.commits.get(id)
-        need = [c for c in (id, *commit.base_commits()) if missing_objects(repo, repo.commits.get(c))]
-        if need:
-            more = transfer.fetch(repo, r, objects_for=need, jobs=jobs, progress=progress)
-            report = type(report)(report.commits + more.commits, report.objects + more.objects,
-                                  report.bytes + more.bytes, report.refs | more.refs)
+    heads = _existing(r)
+    if ref in heads:
+        report = transfer.fetch(repo, r, objects_for=[heads[ref]], jobs=jobs, progress=progress)
+        id = heads[ref]
+    else:
+        report = transfer.fetch(repo, r, objects_for=[], jobs=jobs, progress=progress)
+        id = _resolve_on(repo, r, ref)
+    commit = repo.commits.get(id)
+    need = [c for c in (id, *commit.base_commits()) if missing_objects(repo, repo.commits.get(c))]
+    if need:
+        more = transfer.fetch(repo, r, objects_for=need, jobs=jobs, progress=progress)
+        report = type(report)(report.commits + more.commits, report.objects + more.objects,
+                              report.bytes + more.bytes, report.refs | more.refs)
     still = [c for c in need if missing_objects(repo, repo.commits.get(c))]
     if still:
         raise StoreError(f"remote {r.name} did not provide the objects of commit {still[0][:10]}")
