@@ -38,7 +38,13 @@ from rewardkit.store.remote.config import (
     open_remote,
     storage_options,
 )
-from rewardkit.store.remote.partial import clear_if_complete, missing_objects, partial_clone, set_partial_clone
+from rewardkit.store.remote.partial import (
+    clear_if_complete,
+    is_complete,
+    missing_objects,
+    partial_clone,
+    set_partial_clone,
+)
 from rewardkit.store.repository import CONFIG_FILE, Repository
 
 if TYPE_CHECKING:
@@ -347,7 +353,7 @@ def checkout_from(
 
     r = open_remote(repo, remote)
     id, _ = _fetch_version(repo, r, ref, jobs, progress)
-    if not clear_if_complete(repo) and partial_clone(repo.path) is None:
+    if not is_complete(repo) and partial_clone(repo.path) is None:
         set_partial_clone(repo, remote, ref)
     return checkout(id, to, merged=merged, force=force, repo=repo)
 

@@ -41,11 +41,16 @@ def set_partial_clone(repo: Repository, remote: str, filter: str) -> None:  # no
     write_config(repo.path, config)
 
 
+def is_complete(repo: Repository) -> bool:
+    """True if every commit's model (manifest, tensors, files) is in the local store."""
+    return not any(missing_objects(repo, c) for c in repo.commits.all())
+
+
 def clear_if_complete(repo: Repository) -> bool:
     """Forget the partial-clone state if every commit's model is now present; return whether it is."""
     if partial_clone(repo.path) is None:
         return True
-    if any(missing_objects(repo, c) for c in repo.commits.all()):
+    if not is_complete(repo):
         return False
     config = read_config(repo.path)
     config.pop(PARTIAL_KEY, None)
