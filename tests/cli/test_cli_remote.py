@@ -189,3 +189,51 @@ def test_pull_ff_only_refuses_a_diverged_branch(cli, tmp_path, tiny_model_dir):
     code, out, err = cli("pull", "--ff-only", "--repo", a)
     assert code == 2 and "diverged: merge or rebase" in err and len(err.strip().splitlines()) == 1
     assert head(a) == before
+
+
+def test_wrong_credentials_are_one_line_and_change_nothing(cli, tmp_path, tiny_model_dir, s3_bucket, s3_endpoint,
+                                                           monkeypatch):
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    url = f"{s3_bucket}/models"
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "base")[0] == 0
+    assert cli("remote", "add", "origin", url, "--endpoint-url", s3_endpoint)[0] == 0
+    assert cli("push")[0] == 0
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto now checks keys against its IAM
+    monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", 0)
+    before = repo_bytes(tmp_path / ".rewardkit")
+    for args in (("fetch",), ("push", "--force"), ("pull",), ("clone", url, "c", "--endpoint-url", s3_endpoint)):
+        code, out, err = cli(*args)
+        assert code == 2, (args, out, err)
+        assert f"({url})" in err and "Access Key Id you provided does not exist" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert repo_bytes(tmp_path / ".rewardkit") == before
+    assert not (tmp_path / "c").exists()
+
+
+def test_transfer_bar_counts_objects_and_bytes_and_the_summary_says_what_moved():
+    from rewardkit.cli.render import TransferBar, transfer_summary
+    from rewardkit.store.remote import TransferReport
+
+    with TransferBar() as bar:
+        bar.start("fetch origin", 2, 3072)
+        bar.advance(1024)
+        bar.advance(2048)
+        (task,) = bar._progress.tasks
+        assert (task.description, task.completed, task.total, task.fields["done"], task.fields["objects"]) == (
+            "fetch origin", 3072, 3072, 2, 2)
+        bar.start("fetch origin", 1, 10)  # a second transfer replaces the first bar
+        assert [t.total for t in bar._progress.tasks] == [10]
+    report = TransferReport(commits=1, objects=2, bytes=3072, refs={"refs/remotes/origin/main": "ab" * 32})
+    assert transfer_summary("fetch origin", report) == (
+        "fetch origin: 2 objects (3.0 KiB), 1 commit; origin/main -> ababababab")
+
+
+@pytest.mark.parametrize("command", [("remote",), ("push",), ("fetch",), ("pull",), ("clone",)])
+def test_help_explains_each_verb(cli, command):
+    code, out, _ = cli(*command, "--help")
+    assert code == 0
+    assert {"remote": "fsspec URL", "push": "compare-and-swap", "fetch": "<remote>/<branch>",
+            "pull": "fast-forward", "clone": "Partial clone"}[command[0]] in " ".join(out.split())
