@@ -457,9 +457,10 @@ class TransferBar:
 
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+        err = Console(stderr=True)
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   TextColumn("{task.fields[done]}/{task.fields[objects]} objects"), DownloadColumn(),
-                                  TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+                                  TransferSpeedColumn(), console=err, transient=True, disable=not err.is_terminal)
         self._lock = threading.Lock()
         self._task: Any = None
         self._done = 0
