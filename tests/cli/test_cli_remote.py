@@ -44,6 +44,11 @@ def test_two_clones_push_pull_fast_forward_then_diverge_merge_and_push(cli, tmp_
     assert cli("commit", variant(tiny_model_dir, tmp_path / "v2", 0.01), "-m", "v2 by B", "--repo", b)[0] == 0
     code, out, err = cli("push", "origin", "main", "--repo", b)  # only the changed tensors travel
     assert code == 0, err
+    code, out, err = cli("fetch", "--repo", a)  # A fetches: origin/main moves, main does not
+    assert code == 0, err
+    assert "fetch origin: " in out and "1 commit; origin/main -> " in out
+    messages = lambda *args: [c["message"] for c in json.loads(cli("log", "--json", *args, "--repo", a)[1])]  # noqa: E731
+    assert messages() == ["base"] and messages("--all") == ["v2 by B", "base"]  # log --all: remote-tracking too
     code, out, err = cli("pull", "--repo", a)  # A pulls: a fast-forward
     assert code == 0, err
     assert "Fast-forward main" in out
@@ -69,8 +74,6 @@ def test_two_clones_push_pull_fast_forward_then_diverge_merge_and_push(cli, tmp_
     code, out, _ = cli("log", "--all", "--json", "--repo", a)
     assert code == 0 and {c["message"] for c in json.loads(out)} == {"base", "v2 by B", "v3 by A", "v3 by B",
                                                                        "merge origin/main into main (average)"}
-    code, out, _ = cli("log", "--all", "--repo", a)
-    assert "origin/main" in out
 
 
 def test_remote_add_list_rm_and_tracking_refs(cli, tmp_path, tiny_model_dir):
@@ -86,6 +89,9 @@ def test_remote_add_list_rm_and_tracking_refs(cli, tmp_path, tiny_model_dir):
     assert cli("push")[0] == 0
     code, out, _ = cli("branch", "-a", "--json")
     assert json.loads(out)["remotes"] == {"origin/main": head(tmp_path / ".rewardkit")}
+    code, out, _ = cli("log", "--all")
+    assert "origin/main" in out  # decorated as git does, not refs/remotes/origin/main
+    assert "refs/remotes" not in out
     code, out, err = cli("remote", "rm", "origin")
     assert code == 0, err
     code, out, _ = cli("branch", "-a", "--json")
@@ -134,7 +140,7 @@ def test_unreachable_s3_endpoint_is_one_line_and_changes_nothing(cli, tmp_path, 
     assert cli("commit", tiny_model_dir, "-m", "base")[0] == 0
     assert cli("remote", "add", "origin", "s3://bucket/rm", "--endpoint-url", f"http://127.0.0.1:{port}")[0] == 0
     before = repo_bytes(tmp_path / ".rewardkit")
-    for args in (("fetch",), ("push",), ("clone", "s3://bucket/rm", "c", "--endpoint-url", f"http://127.0.0.1:{port}")):
+    for args in (("fetch",), ("push",), ("pull",), ("clone", "s3://bucket/rm", "c", "--endpoint-url", f"http://127.0.0.1:{port}")):
         code, out, err = cli(*args)
         assert code == 2, (args, out, err)
         assert "(s3://bucket/rm)" in err and len(err.strip().splitlines()) == 1
