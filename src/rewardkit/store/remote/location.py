@@ -147,6 +147,7 @@ class Remote:
         except (ValueError, ImportError) as exc:
             raise StoreError(f"remote {name}: cannot open {url!r}: {one_line(exc)}") from exc
         self.root = root.rstrip("/")
+        self._etags: dict[str, tuple[str | None, str | None]] = {}  # S3: branch -> (commit id, ETag) last read
         if not self.root:
             raise StoreError(f"remote {name}: cannot open {url!r}: no bucket or folder in the URL")
 
@@ -253,10 +254,12 @@ class Remote:
                 except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                     data = None
         if data is None:
+            self._etags[branch] = (None, None)
             return None, None
         id = data.decode("ascii", "replace").strip()
         if not is_object_id(id):
             raise StoreError(f"remote {self.name}: ref file {p} is damaged: expected a commit id, found {id[:80]!r}")
+        self._etags[branch] = (id, etag)
         return id, etag
 
     def get_commit(self, id: str) -> Commit:
@@ -337,7 +340,11 @@ class Remote:
         data = f"{new}\n".encode()
         with self.io(f"moving branch {branch}"):
             if self.is_s3:
-                old, etag = self._read_ref(branch)
+                # The ETag of the version we last read, if that is the one the caller built on
+                # (saves a request); a newer version makes S3 refuse the write anyway.
+                old, etag = self._etags.get(branch, (None, None))
+                if old != expected or (old is not None and etag is None):
+                    old, etag = self._read_ref(branch)
                 self._check_expected(branch, old, expected)
                 self._s3_put_if(self.path(REFS, branch), data, etag)
             else:
