@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import Repository
@@ -25,6 +26,11 @@ from rewardkit.store.remote import Remote, fetch, fsck_remote, push
 
 FILES = {"config.json": b'{"model_type": "tiny"}\n'}
 ROUNDS = 20
+
+
+def model(seed: int) -> dict[str, torch.Tensor]:
+    """A one-tensor model: each version is two new objects (tensor, manifest), so 20 rounds stay fast on moto."""
+    return {"w": torch.randn(4, 4, generator=torch.Generator().manual_seed(seed))}
 
 
 def remote_history(remote: Remote, branch: str = "main") -> set[str]:
@@ -42,10 +48,10 @@ def remote_history(remote: Remote, branch: str = "main") -> set[str]:
 
 
 @pytest.mark.parametrize("kind", ["dir", "s3"])
-def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tiny_tensors, tmp_path):
+def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tmp_path):
     origin = make_remote(kind)
     with Repository.init(tmp_path / "a") as a, Repository.init(tmp_path / "b") as b:
-        base = a.commit_tensors(tiny_tensors(0), FILES, "base")
+        base = a.commit_tensors(model(0), FILES, "base")
         push(a, origin, ["main"])
         fetch(b, origin)
         b.reset("origin/main")
@@ -58,7 +64,7 @@ def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tiny_tensors, tm
         def pusher(name: str, repo: Repository, seed: int, integrate: str) -> None:
             try:
                 for r in range(ROUNDS):
-                    head = repo.commit_tensors(tiny_tensors(seed + r), FILES, f"{name} round {r}")
+                    head = repo.commit_tensors(model(seed + r), FILES, f"{name} round {r}")
                     created[name].append(head.id)
                     barrier.wait(timeout=60)  # both push at once, every round
                     while True:
@@ -75,7 +81,7 @@ def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tiny_tensors, tm
                                 created[name].append(merged.id)
                             else:  # rebase: the same model again, on top of what the remote has
                                 repo.reset("origin/main")
-                                again = repo.commit_tensors(tiny_tensors(seed + r), FILES, f"{name} round {r} again")
+                                again = repo.commit_tensors(model(seed + r), FILES, f"{name} round {r} again")
                                 created[name].append(again.id)
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
@@ -108,7 +114,7 @@ def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tiny_tensors, tm
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to kill a push cheaply (a fresh interpreter "
                                                   "imports torch in ~3 s, x 40 kills)")
 @pytest.mark.parametrize("kind", ["dir", "s3"])
-def test_push_killed_at_random_points_leaves_a_sound_remote(kind, repo, make_remote, tiny_tensors):
+def test_push_killed_at_random_points_leaves_a_sound_remote(kind, repo, make_remote):
     """SIGKILL a pushing process at random moments: fsck_remote passes, the next push completes.
 
     The child is a fork of this process (rewardkit already imported), so a kill costs
@@ -117,57 +123,71 @@ def test_push_killed_at_random_points_leaves_a_sound_remote(kind, repo, make_rem
     ``finally`` runs: a directory remote keeps its lock file and temp files.
     """
     origin = make_remote(kind)
-    url, options = origin.url, ({"endpoint_url": origin.fs.client_kwargs["endpoint_url"]} if origin.is_s3 else {})
-    repo.commit_tensors(tiny_tensors(0), FILES, "v0")
+    url, options = origin.url, {}
+    if origin.is_s3:  # the children share one warm botocore session: 0.06 s to set up a client, not 0.6 s
+        import aiobotocore.session
+
+        options = {"endpoint_url": origin.fs.client_kwargs["endpoint_url"], "session": aiobotocore.session.AioSession()}
+        Remote("origin", url, **options).branch("main")
+    repo.commit_tensors(model(0), FILES, "v0")
     push(repo, origin, ["main"])
     rng = random.Random(7)
 
-    def child_push() -> int:
+    def child_push() -> tuple[int, int]:
+        """Fork a pusher; return its pid and a pipe that reads b"r" once it is set up, b"d" once it pushed."""
+        read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
+                os.close(read)
                 with Repository.open(repo.path) as mine:
-                    push(mine, Remote("origin", url, **options), ["main"])
+                    remote = Remote("origin", url, **options)
+                    remote.branch("main")  # connect first (an S3 client takes a while to set up)
+                    os.write(write, b"r")
+                    push(mine, remote, ["main"])
+                    os.write(write, b"d")
                 code = 0
             finally:
                 os._exit(code)
-        return pid
+        os.close(write)
+        return pid, read
 
-    started = time.monotonic()  # one push in a child, not killed: how long a whole push takes
-    first = repo.commit_tensors(tiny_tensors(1), FILES, "v1")
-    _, status = os.waitpid(child_push(), 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and origin.branch("main") == first.id
+    first = repo.commit_tensors(model(1), FILES, "v1")  # one push not killed: how long a whole one takes
+    pid, pipe = child_push()
+    assert os.read(pipe, 1) == b"r"
+    started = time.monotonic()
+    assert os.read(pipe, 1) == b"d"
     whole = time.monotonic() - started
-    print("WHOLE", whole)
+    _, status = os.waitpid(pid, 0)
+    os.close(pipe)
+    assert os.waitstatus_to_exitcode(status) == 0 and origin.branch("main") == first.id
 
     killed = 0
     for i in range(2, 2 + ROUNDS):
         before = origin.branch("main")
-        head = repo.commit_tensors(tiny_tensors(i), FILES, f"v{i}")
-        pid = child_push()
-        time.sleep(rng.uniform(0, whole))
+        head = repo.commit_tensors(model(i), FILES, f"v{i}")
+        pid, pipe = child_push()
+        assert os.read(pipe, 1) == b"r"
+        time.sleep(rng.uniform(0, whole))  # somewhere in the push: objects, commits, the ref, the reflog
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(pipe)
         killed += os.waitstatus_to_exitcode(status) == -signal.SIGKILL
-        t0 = time.monotonic()
         report = fsck_remote(origin)
-        print("FSCK", time.monotonic() - t0)
         assert report.ok, report.problems
         assert origin.branch("main") in (before, head.id)  # the old head or the new one, nothing between
-        t0 = time.monotonic()
         push(repo, origin, ["main"])  # completes: a dead pusher's lock is broken, its leftovers reused
         assert origin.branch("main") == head.id
-        print("PUSH", time.monotonic() - t0)
     assert killed >= ROUNDS // 2, f"only {killed} of {ROUNDS} pushes were killed mid-way"
     assert fsck_remote(origin).ok
 
 
-def test_wrong_credentials_are_one_line(repo, tiny_tensors, s3_bucket, s3_endpoint, monkeypatch, tmp_path):
+def test_wrong_credentials_are_one_line(repo, s3_bucket, s3_endpoint, monkeypatch, tmp_path):
     """moto accepts any key unless told to check them: this test makes it check (IAM, no user has the key)."""
     import moto.settings
 
-    repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    repo.commit_tensors(model(0), FILES, "v1")
     monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     remote = Remote("origin", s3_bucket + "/repo", endpoint_url=s3_endpoint, key="AKIAWRONG", secret="wrong")
     with pytest.raises(StoreError, match=r"remote origin \(s3://.*\): .* failed: .*(key|Access|denied)") as info:

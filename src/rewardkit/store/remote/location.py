@@ -201,7 +201,10 @@ class Remote:
     def list(self) -> Listing:
         """List every object and commit file on the remote, with one recursive ``find``."""
         self.fs.invalidate_cache()
-        found = self.fs.find(self.root, detail=True) if self.fs.exists(self.root) else {}
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            found = {}
         objects, commits, temp = {}, set(), []
         prefix = self.root + "/"
         for p, info in found.items():
@@ -224,9 +227,11 @@ class Remote:
         base = self.path(REFS)
         with self.io("listing branches"):
             self.fs.invalidate_cache()
-            if not self.fs.isdir(base):
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
                 return []
-            paths = (p[len(base) + 1:] for p in self.fs.find(base))
+            paths = (p[len(base) + 1:] for p in found if p.startswith(base + "/"))
             return sorted(p for p in paths if not p.rsplit("/", 1)[-1].startswith(TMP_PREFIX))
 
     def branches(self) -> dict[str, str]:
@@ -245,14 +250,7 @@ class Remote:
         """Return the commit id of ``branch`` (None: no such ref) and, on S3, the ref object's ETag."""
         p = self.path(REFS, branch)
         with self.io(f"reading branch {branch}"):
-            if self.is_s3:
-                got = self._s3_get(p)
-                data, etag = got if got is not None else (None, None)
-            else:
-                try:
-                    data, etag = self.fs.cat_file(p), None
-                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                    data = None
+            data, etag = self._get(p)
         if data is None:
             self._etags[branch] = (None, None)
             return None, None
@@ -262,6 +260,16 @@ class Remote:
         self._etags[branch] = (id, etag)
         return id, etag
 
+    def _get(self, p: str) -> tuple[bytes | None, str | None]:
+        """Return the bytes of remote file ``p`` (None if there is none) and, on S3, its ETag: one request."""
+        if self.is_s3:
+            got = self._s3_get(p)
+            return got if got is not None else (None, None)
+        try:
+            return self.fs.cat_file(p), None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None, None
+
     def get_commit(self, id: str) -> Commit:
         """Read commit ``id`` from the remote and check it hashes to its id.
 
@@ -269,13 +277,12 @@ class Remote:
             StoreError: If it is missing, unreadable or does not hash to ``id``.
         """
         p = self.commit_path(id)
+        with self.io(f"reading commit {id}"):
+            data = self._get(p)[0]
+        if data is None:
+            raise StoreError(f"remote {self.name}: commit {id} is missing ({p})")
         try:
-            with self.io(f"reading commit {id}"):
-                fields = json.loads(self.fs.cat_file(p))
-        except StoreError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise StoreError(f"remote {self.name}: commit {id} is missing ({p})") from None
-            raise
+            fields = json.loads(data)
         except ValueError as exc:
             raise StoreError(f"remote {self.name}: commit {id} at {p} is corrupt: {exc}") from None
         if not isinstance(fields, dict) or "id" in fields or commit_id(fields) != id:
