@@ -342,3 +342,12 @@ def test_missing_bucket_and_missing_directory_are_one_line_errors(repo, s3_endpo
                 fetch(clone, remote)
             assert "\n" not in str(info.value)
             assert clone.refs.as_dict() == {}
+
+
+def test_directory_remote_files_are_readable_by_the_team(repo, make_remote, tiny_tensors):
+    """mkstemp makes 0600 files: a remote on a shared mount must be readable by the others who fetch."""
+    origin = make_remote("dir")
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    for p in (origin.object_path(c.manifest_id), origin.commit_path(c.id), origin.path("refs/heads/main")):
+        assert Path(p).stat().st_mode & 0o444 == 0o444, p

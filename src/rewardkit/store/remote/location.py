@@ -440,6 +440,7 @@ class Remote:
                 f.flush()
                 os.fsync(f.fileno())
                 n = f.tell()
+            os.chmod(tmp, 0o444)  # readable by the team (mkstemp makes 0600); written once, replaced by rename
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -140,10 +140,11 @@ def push(
     remote.check_pushable()
     with remote.io("push"):
         olds = {b: remote.branch(b) for b in heads}
+        local = {c.id: c for c in repo.commits.all()}  # one query; walks below run in memory
         for b, head in heads.items():
-            _check_fast_forward(repo, remote, b, olds[b], head, force)
+            _check_fast_forward(local, remote, b, olds[b], head, force)
         listing = remote.list()
-        new = [c for c in repo.commits.walk(heads.values(), lineage=True) if c.id not in listing.commits]
+        new = [local[id] for id in _reachable(local, heads.values(), lineage=True) if id not in listing.commits]
         ids = sorted(used_objects(repo.objects, new) - listing.objects.keys())
         sizes = {id: repo.objects.stored_size(id) for id in ids}
         if progress is not None:
@@ -165,11 +166,32 @@ def push(
     return TransferReport(commits=len(new), objects=len(ids), bytes=sum(sizes.values()), refs=refs)
 
 
-def _check_fast_forward(repo: Repository, remote: Remote, branch: str, old: str | None, new: str, force: bool) -> None:
+def _check_fast_forward(
+    local: dict[str, Commit], remote: Remote, branch: str, old: str | None, new: str, force: bool
+) -> None:
     if force or old is None or old == new:
         return
-    if not repo.commits.has(old) or old not in {c.id for c in repo.commits.walk([new])}:
+    if old not in _reachable(local, [new], lineage=False):
         raise RefMovedError(f"remote {branch} moved: pull and merge (remote {remote.name} has {old[:12]})")
+
+
+def _reachable(commits: dict[str, Commit], ids: Iterable[str], *, lineage: bool) -> set[str]:
+    """Return the ids reachable from ``ids`` in ``commits`` through parents (and adapter bases with ``lineage``).
+
+    Raises:
+        StoreError: If a commit on the way is not in ``commits`` (a damaged history: run fsck).
+    """
+    seen: set[str] = set()
+    todo = list(ids)
+    while todo:
+        id = todo.pop()
+        if id in seen:
+            continue
+        if id not in commits:
+            raise StoreError(f"commit {id} is not in the repository (a damaged history: run rewardkit fsck)")
+        seen.add(id)
+        todo.extend([*commits[id].parents, *(commits[id].base_commits() if lineage else ())])
+    return seen
 
 
 def fetch(
@@ -240,15 +262,17 @@ def _history(
     """Return (every commit reachable from ``heads`` through parents and lineage, those not local yet).
 
     Remote commits are read a generation at a time through the pool; a local commit's
-    ancestors are local too (fetch adds parents first), so they are read from the database.
+    ancestors are local too (fetch adds parents first), so they come from the database, read
+    once.
     """
     history: dict[str, Commit] = {}
     new: dict[str, Commit] = {}
     frontier = set(heads)
+    known = {c.id: c for c in repo.commits.all()}  # one query; the local part is walked in memory
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rewardkit-transfer") as pool:
         while frontier:
-            local = [i for i in frontier if repo.commits.has(i)]
-            history.update((c.id, c) for c in repo.commits.walk(local, lineage=True))
+            local = [i for i in frontier if i in known]
+            history.update((id, known[id]) for id in _reachable(known, local, lineage=True))
             for c in pool.map(remote.get_commit, sorted(frontier.difference(local))):
                 history[c.id] = new[c.id] = c
             frontier = {p for i in frontier for p in (*history[i].parents, *history[i].base_commits())}
