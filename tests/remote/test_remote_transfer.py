@@ -187,24 +187,18 @@ def test_swap_ref_is_a_compare_and_swap(repo, origin, tiny_tensors):
     assert origin.branch("main") == a.id
 
 
-def test_s3_conditional_write_refuses_a_writer_that_lost_the_race(repo, make_remote, tiny_tensors, monkeypatch):
+def test_s3_conditional_write_refuses_a_writer_that_lost_the_race(repo, make_remote, tiny_tensors):
     """Between our read of the ref (with its ETag) and our write, another push moves it: S3 answers 412."""
     origin = make_remote("s3")
     a = repo.commit_tensors(tiny_tensors(0), FILES, "a")
     push(repo, origin, ["main"])
     b = repo.commit_tensors(tiny_tensors(1), FILES, "b")
-    push(repo, origin, ["main"])  # objects and commit of b are there; now race a's owner against it
-    real = Remote._read_ref
-
-    def stale_read(self, branch):
-        id, etag = real(self, branch)
-        origin.fs.pipe_file(origin.path("refs/heads", branch), f"{a.id}\n".encode())  # another writer, just after
-        return id, etag
-
-    monkeypatch.setattr(Remote, "_read_ref", stale_read)
+    push(repo, origin, ["main"])  # objects and commit of b are there
+    assert origin.branch("main") == b.id  # we read b (and its ETag) ...
+    other = Remote("origin", origin.url, endpoint_url=origin.fs.client_kwargs["endpoint_url"])
+    other.fs.pipe_file(other.path("refs/heads/main"), f"{a.id}\n".encode())  # ... another writer moves it ...
     with pytest.raises(RefMovedError, match="remote main moved: pull and merge"):
-        origin.swap_ref("main", b.id, expected=b.id, message="push")
-    monkeypatch.setattr(Remote, "_read_ref", real)
+        origin.swap_ref("main", b.id, expected=b.id, message="push")  # ... so our conditional write is refused
     assert origin.branch("main") == a.id  # the other writer's move stands
 
 
@@ -348,3 +342,12 @@ def test_missing_bucket_and_missing_directory_are_one_line_errors(repo, s3_endpo
                 fetch(clone, remote)
             assert "\n" not in str(info.value)
             assert clone.refs.as_dict() == {}
+
+
+def test_directory_remote_files_are_readable_by_the_team(repo, make_remote, tiny_tensors):
+    """mkstemp makes 0600 files: a remote on a shared mount must be readable by the others who fetch."""
+    origin = make_remote("dir")
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    for p in (origin.object_path(c.manifest_id), origin.commit_path(c.id), origin.path("refs/heads/main")):
+        assert Path(p).stat().st_mode & 0o444 == 0o444, p
