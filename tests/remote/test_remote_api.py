@@ -10,6 +10,8 @@ import torch
 from rewardkit.api import remote as api
 from rewardkit.errors import StoreError
 from rewardkit.store import Repository
+from rewardkit.store.fsck import fsck
+from rewardkit.store.gc import gc
 from rewardkit.store.remote.config import add_remote
 from rewardkit.store.remote.partial import missing_objects, partial_clone
 
@@ -134,6 +136,10 @@ def test_partial_clone_of_one_branch(shared, url, tmp_path):
         with pytest.raises(StoreError, match=r"was not fetched \(partial clone of origin\): run `rewardkit fetch`"):
             api_checkout(s, "main~1", tmp_path / "out")
         assert not (tmp_path / "out").exists()
+        before = sorted(s.objects.ids())
+        report = gc(s, grace_s=0)  # the commits whose models stayed on the remote are not damage
+        assert report.removed_objects == [] and sorted(s.objects.ids()) == before
+        assert fsck(s).ok
 
 
 def test_aws_endpoint_url_is_honoured(repo, s3_bucket, s3_endpoint, tmp_path, monkeypatch, tiny_tensors):

@@ -113,7 +113,7 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
             live_ids = {c.id for c in live}
             dead = [c for c in repo.commits.all() if c.id not in live_ids]
             young = [c for c in dead if now - _timestamp(c.created_at) < grace_s]
-            keep = used_objects(repo.objects, [*live, *young])
+            keep = used_objects(repo.objects, _fetched(repo, [*live, *young]))
         except StoreError as exc:
             raise StoreError(f"gc removed nothing: the repository is damaged ({exc}); run `rewardkit fsck`") from exc
         doomed_commits = sorted(c.id for c in dead if c not in young)
@@ -196,6 +196,15 @@ def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
             with suppress(StoreError):
                 todo.extend(objects.dependencies(id))
     return found
+
+
+def _fetched(repo: Repository, commits: list[Commit]) -> list[Commit]:
+    """``commits``, less those a partial clone never fetched the model of (they use no local object)."""
+    from rewardkit.store.remote.partial import partial_clone  # fsspec: only needed here
+
+    if partial_clone(repo.path) is None:
+        return commits
+    return [c for c in commits if repo.objects.has(c.manifest_id)]
 
 
 def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set[str] | None = None) -> set[str]:
