@@ -79,8 +79,7 @@ def push(
 ) -> None:
     """Send branches to a remote: only objects it lacks travel, then commits, then each branch by compare-and-swap.
 
-    If someone else pushed to the branch meanwhile, the push is refused ("remote main moved: pull and merge"):
-    `rewardkit pull`, then push again.
+    A branch someone moved meanwhile refuses the push ("remote main moved: pull and merge"): pull, push again.
     """
     from rewardkit.api.remote import default_remote
     from rewardkit.api.remote import push as push_api
@@ -149,7 +148,7 @@ def clone(
     jobs: JobsOption = 8,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a repository from a remote (named origin), with a local branch at origin's main, and switch to it.
+    """Make a repository from a remote (named origin), with a branch at origin's main (or --filter's), current.
 
     Interrupted, the same command resumes: only what is still missing travels.
     """
