@@ -243,3 +243,22 @@ def test_help_explains_each_verb(cli, command):
     assert code == 0
     assert {"remote": "fsspec URL", "push": "compare-and-swap", "fetch": "<remote>/<branch>",
             "pull": "fast-forward", "clone": "Partial clone"}[command[0]] in " ".join(out.split())
+
+
+def test_fsck_remote_finds_a_flipped_byte_naming_the_object(cli, tmp_path, tiny_model_dir):
+    assert cli("init")[0] == 0
+    assert cli("commit", tiny_model_dir, "-m", "base")[0] == 0
+    assert cli("remote", "add", "origin", "shared")[0] == 0
+    assert cli("push")[0] == 0
+    code, out, err = cli("fsck", "--remote", "origin")
+    assert code == 0, err
+    assert "fsck origin (" in out and "1 branches, 1 commits" in out and "ok: nothing is wrong" in out
+    victim = max((tmp_path / "shared" / "objects").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    victim.chmod(0o644)
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    code, out, err = cli("fsck", "--remote", "origin", "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["ok"]
+    assert any(victim.parent.name + victim.name in p for p in report["problems"])
+    assert cli("fsck", "--remote", "nowhere")[0] == 2

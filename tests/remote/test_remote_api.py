@@ -72,6 +72,10 @@ def test_clone_refuses_a_non_empty_folder_and_a_remote_without_branches(shared, 
     with pytest.raises(StoreError, match="exists and is not an empty folder"):
         api.clone(url[0], tmp_path / "b", endpoint_url=url[1])
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["notes.txt"]
+    (tmp_path / "e").mkdir()
+    with pytest.raises(StoreError, match="remote origin has no branch or commit 'nosuch'"):
+        api.clone(url[0], tmp_path / "e", filter="nosuch", endpoint_url=url[1])
+    assert list((tmp_path / "e").iterdir()) == []  # a failed clone leaves the folder as it found it
     empty = tmp_path / "empty-remote"
     empty.mkdir()
     with pytest.raises(StoreError, match="nothing to clone at .*: it has no branches"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -107,12 +107,12 @@ def default_remote(repo: Repository) -> str:
         StoreError: If there is no remote, or several and none is called ``origin``.
     """
     remotes = list_remotes(repo)
-    if DEFAULT_REMOTE in remotes or len(remotes) != 1:
-        if DEFAULT_REMOTE not in remotes:
-            known = ", ".join(remotes) or "none; add one with `rewardkit remote add origin URL`"
-            raise StoreError(f"which remote? there is no remote {DEFAULT_REMOTE!r} (known: {known}); name one")
+    if DEFAULT_REMOTE in remotes:
         return DEFAULT_REMOTE
-    return next(iter(remotes))
+    if len(remotes) == 1:
+        return next(iter(remotes))
+    known = ", ".join(remotes) or "none; add one with `rewardkit remote add origin URL`"
+    raise StoreError(f"which remote? there is no remote {DEFAULT_REMOTE!r} (known: {known}); name one")
 
 
 def _existing(remote: Remote) -> dict[str, str]:
@@ -152,7 +152,7 @@ def push(
         StoreError: Unknown remote, no such local branch, unreachable remote, wrong credentials.
     """
     r = open_remote(repo, remote or default_remote(repo))
-    branches = [_local_branch(repo, ref) for ref in refs] if refs else [repo.current_branch()]
+    branches = [check_ref_name(ref.removeprefix(HEADS)) for ref in refs] if refs else [repo.current_branch()]
     for b in branches:
         if repo.refs.get(HEADS + b) is None:
             raise StoreError(f"cannot push {b}: no such branch (branches: {', '.join(repo.branches()) or 'none'})")
@@ -306,9 +306,9 @@ def clone(
         write_head(path, branch)
     except RewardkitError:
         repo.close()
-        if created and not resume:
+        if created:
             shutil.rmtree(path, ignore_errors=True)
-        elif not resume:
+        elif not resume:  # the folder was there, empty: empty it again
             for child in path.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
@@ -379,8 +379,8 @@ def _fetch_version(repo: Repository, r: Remote, ref: str, jobs: int,
     need = [c for c in (id, *commit.base_commits()) if missing_objects(repo, repo.commits.get(c))]
     if need:
         more = transfer.fetch(repo, r, objects_for=need, jobs=jobs, progress=progress)
-        report = type(report)(report.commits + more.commits, report.objects + more.objects,
-                              report.bytes + more.bytes, report.refs | more.refs)
+        report = replace(report, commits=report.commits + more.commits, objects=report.objects + more.objects,
+                         bytes=report.bytes + more.bytes)
     still = [c for c in need if missing_objects(repo, repo.commits.get(c))]
     if still:
         raise StoreError(f"remote {r.name} did not provide the objects of commit {still[0][:10]}")
@@ -398,10 +398,6 @@ def _resolve_on(repo: Repository, r: Remote, ref: str) -> str:
     except RefError:
         raise RefError(f"remote {r.name} has no branch or commit {ref!r} "
                        f"(branches: {', '.join(r.branches()) or 'none'})") from None
-
-
-def _local_branch(repo: Repository, ref: str) -> str:
-    return check_ref_name(ref.removeprefix(HEADS))
 
 
 def _track(repo: Repository, r: Remote, branch: str, id: str, why: str) -> None:
