@@ -127,6 +127,8 @@ def push(
         StoreError: If a branch does not exist, a local object is damaged, or the remote
             cannot be reached or takes no pushes (one line).
     """
+    if isinstance(branches, str):  # push(repo, remote, "main"): one branch, not four of one letter
+        branches = [branches]
     names = list(branches) if branches is not None else [repo.current_branch()]
     if not names:
         raise StoreError("nothing to push: name at least one branch, e.g. main")
@@ -227,6 +229,8 @@ def fetch(
             commit or ref changes locally then; the objects already verified stay, so the
             next fetch resumes.
     """
+    if isinstance(branches, str):
+        branches = [branches]
     with remote.io("fetch"):
         if branches is None:
             heads = remote.branches()
