@@ -351,3 +351,14 @@ def test_directory_remote_files_are_readable_by_the_team(repo, make_remote, tiny
     push(repo, origin, ["main"])
     for p in (origin.object_path(c.manifest_id), origin.commit_path(c.id), origin.path("refs/heads/main")):
         assert Path(p).stat().st_mode & 0o444 == 0o444, p
+
+
+def test_push_to_a_directory_whose_parent_is_missing_is_refused(repo, tiny_tensors, tmp_path):
+    """A typo or an unmounted share must not silently become a new folder on the local disk."""
+    repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    remote = Remote("origin", str(tmp_path / "not-mounted" / "team" / "models"))
+    with pytest.raises(StoreError, match="not-mounted/team does not exist") as info:
+        push(repo, remote, ["main"])
+    assert "\n" not in str(info.value) and not (tmp_path / "not-mounted").exists()
+    with Repository.init(tmp_path / "clone") as clone, pytest.raises(StoreError, match="no repository at"):
+        fetch(clone, remote)
