@@ -362,3 +362,20 @@ def test_push_to_a_directory_whose_parent_is_missing_is_refused(repo, tiny_tenso
     assert "\n" not in str(info.value) and not (tmp_path / "not-mounted").exists()
     with Repository.init(tmp_path / "clone") as clone, pytest.raises(StoreError, match="no repository at"):
         fetch(clone, remote)
+
+
+def test_fsck_remote_notes_leftovers_and_names_a_damaged_ref(repo, origin, tiny_tensors):
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    origin.fs.makedirs(origin.path("objects", "ab"), exist_ok=True)
+    origin.fs.pipe_file(origin.path("objects", "ab", ".tmp-killed"), b"half an object")  # a killed push's
+    stray = "ab" * 32
+    origin.fs.pipe_file(origin.object_path(stray), b"blob 1\0x")  # an object no ref uses
+    report = fsck_remote(origin)
+    assert report.ok, report.problems
+    assert report.refs == {"main": c.id} and report.commits == 1 and report.objects == 6
+    assert any("temp file" in n for n in report.notes) and any("1 object(s) no remote branch uses" in n
+                                                                for n in report.notes)
+    origin.fs.pipe_file(origin.path("refs", "heads", "broken"), b"not a commit id\n")
+    report = fsck_remote(origin)
+    assert not report.ok and report.problems[0].startswith("ref broken:") and "damaged" in report.problems[0]
