@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import threading
 import time
@@ -31,6 +32,16 @@ ROUNDS = 20
 def model(seed: int) -> dict[str, torch.Tensor]:
     """A one-tensor model: each version is two new objects (tensor, manifest), so 20 rounds stay fast on moto."""
     return {"w": torch.randn(4, 4, generator=torch.Generator().manual_seed(seed))}
+
+
+def read_byte(pid: int, pipe: int, timeout: float = 60.0) -> bytes:
+    """Read one byte the child writes; kill it and fail rather than hang if it never does."""
+    ready, _, _ = select.select([pipe], [], [], timeout)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail(f"the pushing child said nothing for {timeout:.0f} s")
+    return os.read(pipe, 1)
 
 
 def remote_history(remote: Remote, branch: str = "main") -> set[str]:
@@ -155,9 +166,9 @@ def test_push_killed_at_random_points_leaves_a_sound_remote(kind, repo, make_rem
 
     first = repo.commit_tensors(model(1), FILES, "v1")  # one push not killed: how long a whole one takes
     pid, pipe = child_push()
-    assert os.read(pipe, 1) == b"r"
+    assert read_byte(pid, pipe) == b"r"
     started = time.monotonic()
-    assert os.read(pipe, 1) == b"d"
+    assert read_byte(pid, pipe) == b"d"
     whole = time.monotonic() - started
     _, status = os.waitpid(pid, 0)
     os.close(pipe)
@@ -168,7 +179,7 @@ def test_push_killed_at_random_points_leaves_a_sound_remote(kind, repo, make_rem
         before = origin.branch("main")
         head = repo.commit_tensors(model(i), FILES, f"v{i}")
         pid, pipe = child_push()
-        assert os.read(pipe, 1) == b"r"
+        assert read_byte(pid, pipe) == b"r"
         time.sleep(rng.uniform(0, whole))  # somewhere in the push: objects, commits, the ref, the reflog
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)

@@ -325,7 +325,7 @@ class Receiver:
     """Downloads objects into a staging folder, verifies each, and installs it in a store.
 
     Use as a context manager (the staging folder is removed on exit). Attributes ``got`` and
-    ``bytes`` count what was installed.
+    ``bytes`` count what was installed, ``asked`` holds every id asked for.
 
     Args:
         dest: The store to install verified objects in (and whose objects need not travel).
@@ -348,6 +348,7 @@ class Receiver:
         self.dest, self.remote, self.jobs, self.problems = dest, remote, jobs, problems
         self._listing = listing
         self.got: list[str] = []
+        self.asked: set[str] = set()  # every id asked for (delta bases not included)
         self.bytes = 0
         self._progress: Progress | None = None
         self._count = threading.Lock()
@@ -378,6 +379,7 @@ class Receiver:
         """
         todo = []
         for id in dict.fromkeys(ids):
+            self.asked.add(id)
             if self.dest.has(id):
                 continue
             if id in self.sizes:
