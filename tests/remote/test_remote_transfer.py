@@ -71,8 +71,8 @@ def test_push_lists_the_remote_once_not_one_exists_per_object(repo, origin, tiny
         monkeypatch.setattr(fs, name, counted)
     report = push(repo, origin, ["main"])
     assert report.objects == 6
-    assert calls["exists"] <= 1  # the root, once; never per object or commit
-    assert calls["find"] <= 1  # one listing of the remote (refs are read by name, no listing)
+    assert calls["exists"] == 0  # never one per object or commit
+    assert calls["find"] == 1  # one listing of the remote (refs are read by name, no listing)
 
 
 def test_push_several_branches_at_once(repo, origin, tiny_tensors):
@@ -213,6 +213,7 @@ def test_corrupt_object_on_remote_is_refused_naming_it(repo, origin, tiny_tensor
         with pytest.raises(StoreError, match=f"refused object {victim}"):
             fetch(clone, origin)
         assert not clone.objects.has(victim)  # never stored; the verified others stay for a resumed fetch
+        assert not list((clone.path / "objects").rglob(".tmp-*"))  # nor left behind as a temp file
         assert clone.commits.count() == 0
         assert clone.refs.as_dict() == {}
         assert fsck(clone).ok
@@ -351,3 +352,31 @@ def test_directory_remote_files_are_readable_by_the_team(repo, make_remote, tiny
     push(repo, origin, ["main"])
     for p in (origin.object_path(c.manifest_id), origin.commit_path(c.id), origin.path("refs/heads/main")):
         assert Path(p).stat().st_mode & 0o444 == 0o444, p
+
+
+def test_push_to_a_directory_whose_parent_is_missing_is_refused(repo, tiny_tensors, tmp_path):
+    """A typo or an unmounted share must not silently become a new folder on the local disk."""
+    repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    remote = Remote("origin", str(tmp_path / "not-mounted" / "team" / "models"))
+    with pytest.raises(StoreError, match="not-mounted/team does not exist") as info:
+        push(repo, remote, ["main"])
+    assert "\n" not in str(info.value) and not (tmp_path / "not-mounted").exists()
+    with Repository.init(tmp_path / "clone") as clone, pytest.raises(StoreError, match="no repository at"):
+        fetch(clone, remote)
+
+
+def test_fsck_remote_notes_leftovers_and_names_a_damaged_ref(repo, origin, tiny_tensors):
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    origin.fs.makedirs(origin.path("objects", "ab"), exist_ok=True)
+    origin.fs.pipe_file(origin.path("objects", "ab", ".tmp-killed"), b"half an object")  # a killed push's
+    stray = "ab" * 32
+    origin.fs.pipe_file(origin.object_path(stray), b"blob 1\0x")  # an object no ref uses
+    report = fsck_remote(origin)
+    assert report.ok, report.problems
+    assert report.refs == {"main": c.id} and report.commits == 1 and report.objects == 6
+    assert any("temp file" in n for n in report.notes) and any("1 object(s) no remote branch uses" in n
+                                                                for n in report.notes)
+    origin.fs.pipe_file(origin.path("refs", "heads", "broken"), b"not a commit id\n")
+    report = fsck_remote(origin)
+    assert not report.ok and report.problems[0].startswith("ref broken:") and "damaged" in report.problems[0]

@@ -85,11 +85,12 @@ def fsck_remote(remote: Remote, *, jobs: int = DEFAULT_JOBS) -> RemoteFsckReport
                 readable = [c for c in commits.values() if store.has(c.manifest_id)]
                 receiver.get(manifest_objects(store, readable))
             checked = set(receiver.got)
+            used = receiver.asked | checked  # checked: delta bases too
     notes = []
     if listing.temp_files:
         example = listing.temp_files[0]
         notes.append(f"{len(listing.temp_files)} temp file(s) of an interrupted push (harmless), e.g. {example}")
-    unused = len(listing.objects.keys() - checked)
+    unused = len(listing.objects.keys() - used)
     if unused:
         notes.append(f"{unused} object(s) no remote branch uses (an interrupted push's? the next push reuses them)")
     loose = len(listing.commits - commits.keys())

@@ -295,6 +295,10 @@ class Remote:
     def reflog(self, branch: str) -> list[RemoteReflogEntry]:
         """Return the moves of remote branch ``branch`` (pushes, forced ones marked), oldest first.
 
+        Ordered by the time each pusher recorded (its own clock, just after its move); two
+        pushes to S3 within a few milliseconds may show in either order, but each entry's
+        ``old`` is exactly the ``new`` of the move it replaced (compare-and-swap).
+
         Raises:
             StoreError: If the remote cannot be read, or an entry is damaged.
         """
@@ -319,12 +323,19 @@ class Remote:
         """Refuse, with a one-line error, a remote whose refs cannot move by compare-and-swap.
 
         Raises:
-            StoreError: If the remote is neither a directory nor S3.
+            StoreError: If the remote is neither a directory nor S3, or a directory remote's
+                parent folder does not exist.
         """
         if not (self.is_local or self.is_s3):
             raise StoreError(
                 f"remote {self.name}: cannot push to {self.url}: {'/'.join(_protocols(self.fs))} has no "
                 "conditional write to move refs safely; push to a directory or S3 remote (fetching works)"
+            )
+        parent = os.path.dirname(self.root)
+        if self.is_local and not os.path.isdir(parent):  # a typo, or a share that is not mounted
+            raise StoreError(
+                f"remote {self.name}: cannot push to {self.url}: folder {parent} does not exist "
+                "(is the share mounted? a new remote folder is created only inside an existing one)"
             )
 
     def swap_ref(self, branch: str, new: str, *, expected: str | None, message: str) -> None:
