@@ -13,7 +13,7 @@ from rewardkit.store import Repository
 def remote_url(request, tmp_path) -> tuple[str, list[str]]:
     """(URL, extra options for `remote add`/`clone`) of an empty remote of each kind."""
     if request.param == "directory":
-        return str(tmp_path / "shared" / "models"), []
+        return str(tmp_path / "shared-models"), []
     bucket = request.getfixturevalue("s3_bucket")
     return f"{bucket}/models", ["--endpoint-url", request.getfixturevalue("s3_endpoint")]
 

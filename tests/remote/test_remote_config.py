@@ -13,6 +13,7 @@ from rewardkit.store.remote.config import add_remote, list_remotes, open_remote,
 
 def test_add_list_open_and_remove(repo, tmp_path, monkeypatch, tiny_tensors):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "shared").mkdir()
     add_remote(repo, "origin", "shared/models")
     add_remote(repo, "s3", "s3://team/rm", endpoint_url="http://127.0.0.1:9000")
     assert list_remotes(repo) == {
