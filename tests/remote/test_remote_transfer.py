@@ -380,3 +380,35 @@ def test_fsck_remote_notes_leftovers_and_names_a_damaged_ref(repo, origin, tiny_
     origin.fs.pipe_file(origin.path("refs", "heads", "broken"), b"not a commit id\n")
     report = fsck_remote(origin)
     assert not report.ok and report.problems[0].startswith("ref broken:") and "damaged" in report.problems[0]
+
+
+def test_fetch_lands_commits_and_refs_under_the_write_lock_gc_takes(repo, origin, tiny_tensors, tmp_path,
+                                                                    monkeypatch):
+    """Fetched commits keep their old created_at: a gc between adding them and moving the refs would collect them."""
+    from rewardkit.store.remote import transfer
+
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    with Repository.init(tmp_path / "clone") as clone:
+        real_exit = transfer.Receiver.__exit__
+
+        def gc_meanwhile(self, *exc):  # a gc after the objects arrived, before the commits are added
+            real_exit(self, *exc)
+            path = clone.objects.path(c.manifest_id)
+            path.chmod(0o644)
+            path.unlink()
+
+        monkeypatch.setattr(transfer.Receiver, "__exit__", gc_meanwhile)
+        with pytest.raises(StoreError, match=f"object {c.manifest_id} was removed while fetching"):
+            fetch(clone, origin)
+        assert clone.commits.count() == 0 and clone.refs.as_dict() == {}
+        monkeypatch.undo()
+        fetch(clone, origin)
+        assert clone.refs.get("refs/remotes/origin/main") == c.id and fsck(clone).ok
+        held = []
+        monkeypatch.setattr(clone.commits, "add", lambda commit: held.append(clone.objects._lock is not None))
+        repo.commit_tensors(tiny_tensors(1), FILES, "v2")
+        push(repo, origin, ["main"])
+        with pytest.raises(StoreError, match="no such commit"):  # the patched add added nothing
+            fetch(clone, origin)
+        assert held == [True]

@@ -248,15 +248,22 @@ def fetch(
         with Receiver(repo.objects, remote, jobs) as receiver:
             receiver.get(id for i in sorted(wanted) for id in history[i].object_ids())
             receiver.get(manifest_objects(repo.objects, (history[i] for i in sorted(wanted))), progress)
-        for c in sorted(new.values(), key=lambda c: c.created_at):
-            repo.commits.add(c)
-        refs = {}
-        for branch, id in heads.items():
-            name = f"{REMOTES}{remote.name}/{branch}"
-            old = repo.refs.get(name)
-            if old != id:
-                repo.refs.set_ref(name, id, expected_old=old, message=f"fetch: {remote.url}")
-            refs[name] = id
+        # Under the object store's write lock, which gc holds while it decides: fetched commits
+        # keep their old created_at, so a gc between adding them and moving the remote-tracking
+        # refs would take them for old garbage. The objects they use are checked again inside.
+        with repo.objects.undo_on_error():
+            missing = next((id for id in receiver.asked if not repo.objects.has(id)), None)
+            if missing is not None:
+                raise StoreError(f"object {missing} was removed while fetching (a gc ran meanwhile?): fetch again")
+            for c in sorted(new.values(), key=lambda c: c.created_at):
+                repo.commits.add(c)
+            refs = {}
+            for branch, id in heads.items():
+                name = f"{REMOTES}{remote.name}/{branch}"
+                old = repo.refs.get(name)
+                if old != id:
+                    repo.refs.set_ref(name, id, expected_old=old, message=f"fetch: {remote.url}")
+                refs[name] = id
     return TransferReport(commits=len(new), objects=len(receiver.got), bytes=receiver.bytes, refs=refs)
 
 
