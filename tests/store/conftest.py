@@ -8,10 +8,36 @@ from safetensors.torch import save_file
 
 from rewardkit.store import Repository
 
+# -- one store suite, every backend ----------------------------------------------------------------------
+# A test (or a module, by `pytestmark`) marked `backends` runs once per metadata database: its `repo` is on
+# SQLite, then on a fresh database of the throwaway PostgreSQL server (tests/postgres.py; skipped, with the
+# reason, where none can start). `@pytest.mark.backends("sqlite")` keeps a test that reads meta.db itself on
+# SQLite. Unmarked tests run on SQLite only.
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args or BACKENDS)
+
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    with Repository.init(tmp_path / "repo") as r:
+def backend() -> str:
+    """The metadata database of `repo` (parametrised for tests marked `backends`)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """URL of the test's metadata database: None (SQLite in the repository) or a new PostgreSQL database."""
+    return request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+
+
+@pytest.fixture
+def repo(tmp_path: Path, db_url: str | None) -> Repository:
+    with Repository.init(tmp_path / "repo", db_url=db_url) as r:
         yield r
 
 

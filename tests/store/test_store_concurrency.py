@@ -19,6 +19,8 @@ from rewardkit.store import Repository
 from rewardkit.store.fsck import fsck
 from rewardkit.store.manifest import Manifest, TensorEntry
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 SRC = str(Path(rewardkit.__file__).resolve().parents[1])  # the code under test, for child processes
 
 # Both children commit the same new tensor; neither may import fcntl (as on Windows).

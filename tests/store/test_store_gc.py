@@ -18,6 +18,8 @@ from rewardkit.store.gc import gc
 from rewardkit.store.lock import FileLock
 from rewardkit.store.objects import LOCK_FILE
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 HOUR = 3600.0
 
 

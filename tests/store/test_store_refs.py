@@ -10,6 +10,8 @@ from rewardkit.errors import RefError, StoreError
 from rewardkit.store import ANY, Repository
 from rewardkit.store.commits import Commit
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 
 def _commits(repo: Repository, n: int) -> list[Commit]:
     return [repo.commit_tensors({"w": torch.full((2,), i)}, {}, f"commit {i}") for i in range(n)]

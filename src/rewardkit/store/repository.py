@@ -110,13 +110,18 @@ class Repository(RefVerbs):
 
         Args:
             path: Folder to create, e.g. ``.rewardkit``.
-            db_url: SQLAlchemy URL of the metadata database, saved in ``config.json``;
-                default ``sqlite:///<path>/meta.db``.
+            db_url: URL of the metadata database, saved in ``config.json``: default
+                ``sqlite:///<path>/meta.db``; or ``postgresql://USER@HOST:PORT/DBNAME`` (an
+                existing database; its tables are created if it has none). No password in
+                it: libpq reads that from ``PGPASSWORD`` or ``~/.pgpass``.
 
         Raises:
-            StoreError: If ``path`` already holds a repository or other files.
+            StoreError: If ``path`` already holds a repository or other files, ``db_url``
+                is unsupported or holds a password, or its database cannot be reached.
         """
         path = Path(path)
+        if db_url is not None:
+            db.check_saved_url(db_url)
         if (path / CONFIG_FILE).is_file():
             raise StoreError(f"a rewardkit repository already exists at {path}; use it as is")
         if path.exists() and not path.is_dir():
