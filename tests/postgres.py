@@ -1,11 +1,12 @@
 """A throwaway PostgreSQL server for the tests: its own cluster in a temp folder, on a free loopback port.
 
 :func:`start` finds ``initdb``/``pg_ctl`` (on ``PATH``, else the newest ``/usr/lib/postgresql/*/bin``, where
-Debian's packages put them), creates a cluster in a new temp folder (trust login for the ``postgres``
-superuser, C locale, no fsync: a test server only), and starts it on 127.0.0.1 on a free port with its socket
-in that folder, so a system cluster on 5432 (Debian's postinst starts one) never gets in the way. As root it
-runs both as the ``postgres`` system user (``runuser``), since PostgreSQL refuses to run as root. Every test
-gets a database of its own (:meth:`Server.create_database`), so tests never see each other's rows.
+Debian's packages put them), creates a cluster in a new temp folder (a test server only: C locale, no fsync;
+the ``postgres`` superuser logs in without a password, other roles with one), and starts it on 127.0.0.1 on a
+free port with its socket in that folder, so a system cluster on 5432 (Debian's postinst starts one) never
+gets in the way. As root it runs both as the ``postgres`` system user (``runuser``), since PostgreSQL refuses
+to run as root. Every test gets a database of its own (:meth:`Server.create_database`), so tests never see
+each other's rows.
 
 Anything missing (the binaries, psycopg, the ``postgres`` user when root) or a server that does not start is
 returned as a reason to skip, never raised: a machine without PostgreSQL skips those tests visibly.
@@ -120,6 +121,9 @@ def start() -> Server | str:
                "-c full_page_writes=off -c max_connections=300")
     steps.append([str(bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"])
     for step in steps:
+        if step[0].endswith("pg_ctl"):  # the superuser logs in without a password, any other role with one
+            (data / "pg_hba.conf").write_text("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                                              "host all all 127.0.0.1/32 scram-sha-256\n")
         try:
             done = subprocess.run([*run_as, *step], capture_output=True, text=True, check=False, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as exc:

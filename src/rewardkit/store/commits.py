@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from rewardkit.errors import StoreError
 from rewardkit.store.db import commits_table, transaction
@@ -141,6 +142,11 @@ class CommitStore:
     def add(self, commit: Commit, conn: Connection | None = None) -> None:
         """Write ``commit`` (a no-op if a commit with its id exists).
 
+        Two writers adding the same commit at once (say, two fetches of one remote into a
+        shared PostgreSQL database, which does not serialise them as SQLite does) both
+        succeed: the second one's insert fails on the key inside a savepoint, and the row
+        the first one committed is the same commit.
+
         Raises:
             StoreError: If ``commit.id`` does not match its fields.
         """
@@ -149,8 +155,14 @@ class CommitStore:
                 f"commit {commit.id} does not hash to its id; build it with Commit.create"
             )
         with transaction(self.engine, conn) as c:
-            if not self._has(c, commit.id):
-                c.execute(insert(commits_table).values(**asdict(commit)))
+            if self._has(c, commit.id):
+                return
+            try:
+                with c.begin_nested():
+                    c.execute(insert(commits_table).values(**asdict(commit)))
+            except IntegrityError:
+                if not self._has(c, commit.id):
+                    raise
 
     def get(self, id: str, conn: Connection | None = None) -> Commit:
         """Return commit ``id``.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -135,11 +136,17 @@ class Repository(RefVerbs):
                 (path / name).unlink(missing_ok=True)
         for leftover in path.glob(f"{TMP_PREFIX}*") if path.is_dir() else ():  # of the interrupted init
             leftover.unlink(missing_ok=True)
+        new_folder = not path.exists()
         (path / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
         if db_url is not None:
             config["db_url"] = db_url
-        repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
+        try:
+            repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
+        except BaseException:
+            if new_folder:  # e.g. the database server is unreachable: leave no half-made folder behind
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         try:
             write_head(path, DEFAULT_BRANCH)
             write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
