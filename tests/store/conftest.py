@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from sqlalchemy import text
 
 from rewardkit.store import Repository
 
@@ -87,3 +89,27 @@ def _write_model_fixture():
 @pytest.fixture(name="snapshot")
 def _snapshot_fixture():
     return snapshot
+
+
+def wait_until_blocked(repo: Repository) -> None:
+    """Return once another connection waits for a lock in ``repo``'s database.
+
+    On PostgreSQL, seen in ``pg_stat_activity``; on SQLite (whose waiter polls a file lock, unseen) after 1 s.
+    """
+    if repo.engine.dialect.name != "postgresql":
+        time.sleep(1)
+        return
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+                 "'Lock'")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with repo.engine.connect() as conn:
+            if conn.execute(query).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError("no connection waited for a lock within 30 s")
+
+
+@pytest.fixture(name="wait_until_blocked")
+def _wait_until_blocked_fixture():
+    return wait_until_blocked

@@ -179,7 +179,11 @@ class Refs:
                 )
             if new is not None and not _commit_exists(c, new):
                 raise StoreError(f"cannot point {what} at {new}: no such commit")
-            if not _swap(c, name, old, new):
+            try:
+                swapped = _swap(c, name, old, new)
+            except IntegrityError as exc:  # PostgreSQL: a concurrent gc deleted the commit after the check above
+                raise StoreError(f"cannot point {what} at {new}: no such commit (removed meanwhile)") from exc
+            if not swapped:
                 raise RefMovedError(
                     f"{what} moved: expected {old or '(no ref)'} while updating it "
                     "(another process updated it)"
@@ -211,7 +215,18 @@ def _commit_exists(conn: Connection, id: str) -> bool:
 
 
 def _swap(conn: Connection, name: str, old: str | None, new: str | None) -> bool:
-    """Replace ``old`` by ``new`` in one statement; False if another writer got there first."""
+    """Replace ``old`` by ``new`` in one statement; False if another writer got there first.
+
+    Correct on SQLite (the transaction holds the write lock from its first read) and on
+    PostgreSQL at READ COMMITTED without that lock: the ``UPDATE``/``DELETE`` waits for a
+    concurrent writer of the row, then re-checks ``commit_id = old`` on the row it
+    committed and touches nothing if it moved; of two ``INSERT``s of a new ref, the second
+    waits, then fails on the key, inside a savepoint so the caller's transaction lives on.
+
+    Raises:
+        IntegrityError: If ``new`` is no longer a commit (PostgreSQL's foreign key: a
+            concurrent gc deleted it).
+    """
     if old is None and new is None:
         return True
     if old is None:
@@ -219,6 +234,8 @@ def _swap(conn: Connection, name: str, old: str | None, new: str | None) -> bool
             with conn.begin_nested():
                 conn.execute(insert(refs_table).values(name=name, commit_id=new))
         except IntegrityError:
+            if conn.execute(select(refs_table.c.name).where(refs_table.c.name == name)).first() is None:
+                raise  # not the key: the foreign key, the commit is gone
             return False
         return True
     where = (refs_table.c.name == name) & (refs_table.c.commit_id == old)
