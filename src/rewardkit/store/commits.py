@@ -78,10 +78,21 @@ class Commit:
         """Build a commit and compute its id; ``created_at`` defaults to now.
 
         Raises:
-            StoreError: If ``message`` is empty, or params/metrics are not JSON values.
+            StoreError: If ``message`` is empty, params/metrics are not JSON values, or a text
+                field holds a NUL character or is longer than its column (author, data
+                fingerprint, backbone: 255 characters). PostgreSQL stores neither, so no
+                backend accepts them: a history reads the same on every database.
         """
         if not message.strip():
             raise StoreError("commit message is empty; say what changed, e.g. -m 'lr 1e-5'")
+        for column, value in (("message", message), ("author", author), ("data_fingerprint", data_fingerprint),
+                              ("backbone", backbone)):
+            what = column.replace("_", " ")
+            if value is not None and "\x00" in value:
+                raise StoreError(f"commit {what} {value[:40]!r} holds a NUL character (\\x00); remove it")
+            limit = commits_table.c[column].type.length  # type: ignore[attr-defined]
+            if value is not None and limit is not None and len(value) > limit:
+                raise StoreError(f"commit {what} is {len(value)} characters long; at most {limit} fit")
         fields: dict[str, Any] = {
             "manifest_id": manifest_id,
             "parents": list(parents),

@@ -95,11 +95,16 @@ def check_full_name(full: str) -> str:
     """Return ``full`` if it is a full ref name (``refs/heads/main``) with a valid short name.
 
     Raises:
-        RefError: If the prefix is not one of :data:`KINDS` or the short name is invalid.
+        RefError: If the prefix is not one of :data:`KINDS`, the short name is invalid, or
+            the full name is longer than the refs table holds (255 characters).
     """
     for kind, prefix in KINDS.items():
         if full.startswith(prefix):
             check_ref_name(full[len(prefix):], kind)
+            limit = refs_table.c.name.type.length  # type: ignore[attr-defined]
+            if len(full) > limit:
+                raise RefError(f"{kind} name {full[len(prefix):][:40]}… is too long: {full} has {len(full)} "
+                               f"characters, at most {limit} fit")
             return full
     raise RefError(
         f"invalid ref {full!r}: expected refs/heads/, refs/tags/, refs/aliases/ or refs/remotes/ followed by a name"
