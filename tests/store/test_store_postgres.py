@@ -151,3 +151,21 @@ def test_two_writers_adding_the_same_commit_both_succeed(postgres_url: str, tmp_
             assert waiting.is_alive()  # blocked on the uncommitted row
         waiting.join(timeout=30)
         assert errors == [] and repo.commits.get(commit.id) == commit
+
+
+def test_refs_are_listed_in_the_same_order_whatever_the_collation(
+    postgres_server, tmp_path: Path, tiny_tensors
+) -> None:
+    """A server's databases often collate like en_US (`a` before `B`); names are still listed as on SQLite."""
+    admin = create_engine(parse_url(postgres_server.url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE natural_order TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                          "LOCALE 'C'"))
+    admin.dispose()
+    names = ["a", "B", "a-b", "a/c", "Z", "_x"]
+    for url in (None, postgres_server.database_url("natural_order")):
+        with Repository.init(tmp_path / f"repo-{url is None}", db_url=url) as repo:
+            repo.commit_tensors(tiny_tensors(0), {}, "first")
+            for name in names:
+                repo.create_branch(name)
+            assert list(repo.branches()) == sorted([*names, "main"]), url

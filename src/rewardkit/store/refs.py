@@ -138,14 +138,14 @@ class Refs:
             return c.execute(query).scalar_one_or_none()
 
     def as_dict(self, prefix: str = "refs/") -> dict[str, str]:
-        """Return full ref name -> commit id for every ref under ``prefix``, sorted by name."""
-        query = (
-            select(refs_table)
-            .where(refs_table.c.name.startswith(prefix, autoescape=True))
-            .order_by(refs_table.c.name)
-        )
+        """Return full ref name -> commit id for every ref under ``prefix``, sorted by name.
+
+        Sorted here, by code point, not by the database: a PostgreSQL database's collation
+        (``en_US.UTF-8``: ``a`` before ``B``) would order names unlike SQLite.
+        """
+        query = select(refs_table).where(refs_table.c.name.startswith(prefix, autoescape=True))
         with self.engine.connect() as c:
-            return {name: commit for name, commit in c.execute(query).all()}
+            return dict(sorted((name, commit) for name, commit in c.execute(query)))
 
     def set_ref(
         self,
