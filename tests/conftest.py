@@ -76,3 +76,9 @@ def postgres_url(postgres_server) -> str:
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+@pytest.fixture(autouse=True)
+def no_database_url_from_the_environment(monkeypatch):
+    """A developer's REWARDKIT_DB_URL must not send every test's `init` to their database."""
+    monkeypatch.delenv("REWARDKIT_DB_URL", raising=False)

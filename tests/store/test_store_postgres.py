@@ -8,6 +8,7 @@ SQLite (tests marked `backends`); this file covers what only a server URL has. T
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import threading
@@ -169,3 +170,27 @@ def test_refs_are_listed_in_the_same_order_whatever_the_collation(
             for name in names:
                 repo.create_branch(name)
             assert list(repo.branches()) == sorted([*names, "main"]), url
+
+
+def test_a_machine_without_postgresql_skips_with_the_reason(monkeypatch) -> None:
+    """No binaries, or binaries that fail: `start` gives the reason to skip (never raises), and leaves no folder."""
+    import tempfile
+
+    import postgres
+
+    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(postgres.glob, "glob", lambda pattern: [])
+    assert postgres.start() == postgres.SKIP + (
+        "no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+
+    fake = Path(tempfile.mkdtemp(prefix="fake-pg-bin-"))  # outside pytest's 0700 folder: the postgres user (as
+    fake.chmod(0o755)  # root, the server runs as that user) must reach the fake binaries
+    for name in ("initdb", "pg_ctl"):
+        (fake / name).write_text("#!/bin/sh\necho 'initdb: error: no space left on device' >&2\nexit 1\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setattr(postgres, "find_bin", lambda: fake)
+    before = set(Path(tempfile.gettempdir()).glob("rewardkit-pg-*"))
+    reason = postgres.start()
+    assert reason == postgres.SKIP + "initdb failed (exit 1): initdb: error: no space left on device", reason
+    assert set(Path(tempfile.gettempdir()).glob("rewardkit-pg-*")) == before
+    shutil.rmtree(fake)
