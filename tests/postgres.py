@@ -21,7 +21,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SKIP = "PostgreSQL tests skipped: "
@@ -43,6 +44,8 @@ class Server:
     port: int
     run_as: list[str]
     databases: int = 0
+    _admin_thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "postgres-admin"))
+    _next: Future[str] | None = None
 
     @property
     def url(self) -> str:
@@ -54,21 +57,28 @@ class Server:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def create_database(self) -> str:
-        """Create a new empty database; return its URL."""
-        self.databases += 1
-        name = f"test_{self.databases}"
-        self._admin(f"CREATE DATABASE {name}")
-        return self.database_url(name)
+        """Return the URL of a new empty database. The next one is made meanwhile, in the background (about
+        0.2 s each: PostgreSQL copies ``template1``), as old ones are dropped, so a test waits for neither."""
+        ready = self._next or self._admin_thread.submit(self._create)
+        self._next = self._admin_thread.submit(self._create)
+        return ready.result()
 
     def drop_database(self, url: str) -> None:
-        """Drop the database of ``url``, closing whatever connections a test left open to it."""
-        self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        """Drop the database of ``url`` in the background, closing whatever connections a test left open to it."""
+        self._admin_thread.submit(self._admin, f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
     def stop(self) -> None:
         """Stop the server at once and delete its folder."""
+        self._admin_thread.shutdown(wait=False, cancel_futures=True)
         subprocess.run([*self.run_as, str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
                         "-w", "stop"], capture_output=True, check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _create(self) -> str:
+        self.databases += 1  # only the admin thread counts
+        name = f"test_{self.databases}"
+        self._admin(f"CREATE DATABASE {name}")
+        return self.database_url(name)
 
     def _admin(self, sql: str) -> None:
         import psycopg
