@@ -194,3 +194,16 @@ def test_a_machine_without_postgresql_skips_with_the_reason(monkeypatch) -> None
     assert reason == postgres.SKIP + "initdb failed (exit 1): initdb: error: no space left on device", reason
     assert set(Path(tempfile.gettempdir()).glob("rewardkit-pg-*")) == before
     shutil.rmtree(fake)
+
+
+def test_connections_the_server_dropped_are_replaced(postgres_url: str, tmp_path: Path, tiny_tensors) -> None:
+    """A restart or an idle timeout ends a long-lived process's pooled connections: the next call reconnects."""
+    with Repository.init(tmp_path / "repo", db_url=postgres_url) as repo:
+        first = repo.commit_tensors(tiny_tensors(0), {}, "first")
+        admin = create_engine(parse_url(postgres_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            ended = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                      "datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+        admin.dispose()
+        assert ended >= 1  # the repository's pooled connection
+        assert repo.branches() == {"main": first.id}

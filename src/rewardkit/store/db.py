@@ -184,7 +184,9 @@ def connect(url: str, *, create: bool = True) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         try:
-            engine = create_engine(parsed, connect_args=connect_args)
+            # pool_pre_ping: a pooled connection the server dropped (a restart, an idle timeout) is replaced
+            # on its next use, so a long-lived process (a scoring server) outlives it.
+            engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
         except ImportError as exc:
             raise StoreError(
                 f"the metadata database {shown(parsed)} is PostgreSQL, and its driver is missing ({exc}): "
@@ -233,7 +235,7 @@ def ensure_schema(engine: Engine) -> None:
                 conn.execute(delete(schema_version_table))
                 conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
     except DatabaseError as exc:  # not SQLite, or damage seen before any handler ran
-        raise StoreError(f"cannot use the metadata database {shown(engine.url)}: {exc.orig}") from exc
+        raise StoreError(f"cannot use the metadata database {shown(engine.url)}: {_one_line(exc.orig)}") from exc
 
 
 def schema_version(conn: Connection) -> int:
@@ -268,7 +270,7 @@ def has_tables(engine: Engine) -> bool:
     try:
         return inspect(engine).has_table(commits_table.name)
     except DatabaseError as exc:
-        raise StoreError(f"cannot read the metadata database {shown(engine.url)}: {exc.orig}") from exc
+        raise StoreError(f"cannot read the metadata database {shown(engine.url)}: {_one_line(exc.orig)}") from exc
 
 
 @contextmanager
@@ -303,9 +305,14 @@ def _pg_on_error(context: ExceptionContext) -> None:
     """
     if context.is_pre_ping or not (context.connection is None or context.is_disconnect):
         return
-    reason = " ".join(str(context.original_exception).split())
     where = shown(context.engine.url) if context.engine is not None else "(PostgreSQL)"
-    raise StoreError(f"cannot connect to the metadata database {where}: {reason}")
+    what = "cannot connect to" if context.connection is None else "lost the connection to"
+    raise StoreError(f"{what} the metadata database {where}: {_one_line(context.original_exception)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver's message (libpq's run over several lines, with hints) on one line."""
+    return " ".join(str(error).split())
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
