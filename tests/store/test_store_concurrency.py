@@ -57,6 +57,7 @@ def _child(repo: Path, branch: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.backends("sqlite")  # about the object files' lock and undo, the same on every backend (and 10 s)
 def test_a_failing_commit_does_not_delete_objects_a_concurrent_commit_reuses(repo: Repository) -> None:
     failing, other = _child(repo.path, "fail"), _child(repo.path, "ok")
     for child in (failing, other):
