@@ -147,6 +147,7 @@ def _incrementer(path: Path, worker: int, increments: int, go: Any, out: Path) -
                 head = repo.refs.get("refs/heads/main")
                 commit = Commit.create(manifest_id, [head], f"worker {worker} increment {i}", "test")
                 repo.commits.add(commit)
+                time.sleep(0.005)  # the others move main meanwhile, however the processes are scheduled
                 try:
                     repo.refs.set_ref("refs/heads/main", commit.id, head, f"increment {worker}.{i}")
                 except RefMovedError:
