@@ -8,7 +8,7 @@ import pytest
 import torch
 from sqlalchemy import delete
 
-from rewardkit.errors import RefError, StoreError
+from rewardkit.errors import RefError, RefMovedError, StoreError
 from rewardkit.store import ANY, Repository
 from rewardkit.store.commits import Commit
 from rewardkit.store.db import commits_table
@@ -168,3 +168,30 @@ def test_a_ref_never_points_at_a_commit_deleted_meanwhile(
     assert len(errors) == 1 and isinstance(errors[0], StoreError), errors
     assert re.match(rf"cannot point (branch main|tag t) at {gone.id}: no such commit", str(errors[0]))
     assert repo.all_refs() == before
+
+
+def test_two_creators_of_one_branch_one_is_told_it_moved(repo: Repository, wait_until_blocked) -> None:
+    """Both read "no such branch"; the second insert waits for the first, then meets the key: RefMovedError.
+
+    On PostgreSQL that is the unique index inside a savepoint (the transaction lives on); on SQLite the write
+    lock orders them and the second sees the branch on its re-read.
+    """
+    first, second = _commits(repo, 2)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            repo.refs.set_ref("refs/heads/new", second.id, None, "branch: created")
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    with repo.engine.begin() as creator:
+        repo.refs.set_ref("refs/heads/new", first.id, None, "branch: created", creator)
+        racing = threading.Thread(target=create)
+        racing.start()
+        wait_until_blocked(repo)
+    racing.join(timeout=60)
+    assert len(errors) == 1 and isinstance(errors[0], RefMovedError), errors
+    assert str(errors[0]).startswith("branch new moved: expected (no ref)")
+    assert repo.refs.get("refs/heads/new") == first.id
+    assert [(e.old, e.new) for e in repo.refs.reflog("refs/heads/new")] == [(None, first.id)]
