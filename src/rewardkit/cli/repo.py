@@ -17,14 +17,20 @@ from rewardkit.cli.render import commit_table, console, log_table, metrics_table
 def init(
     path: Annotated[Path | None, typer.Argument(help="Folder to create; default: $REWARDKIT_REPO or ./.rewardkit.",
                                                 show_default=False)] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", envvar="REWARDKIT_DB_URL", show_default=False,
+        help="Metadata database URL: postgresql://USER@HOST:PORT/DBNAME for a shared PostgreSQL database "
+             "(password in PGPASSWORD or ~/.pgpass, never in the URL); default: SQLite meta.db in the "
+             "repository.")] = None,
     repo: RepoOption = None,
 ) -> None:
-    """Create an empty repository (objects folder + SQLite metadata in WAL mode)."""
+    """Create an empty repository: an objects folder, and metadata in SQLite (WAL mode) or PostgreSQL."""
     from rewardkit.store.repository import DEFAULT_DIR, Repository  # imports torch
 
     target = path or repo or Path(DEFAULT_DIR)
-    Repository.init(target).close()
-    console.print(f"Initialised empty rewardkit repository in {target}")
+    Repository.init(target, db_url=db).close()
+    where = f" (metadata in {db})" if db else ""
+    console.print(f"Initialised empty rewardkit repository in {target}{where}")
 
 
 def commit(

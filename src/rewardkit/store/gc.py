@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from rewardkit.errors import StoreError
 from rewardkit.store.atomic import TMP_PREFIX
@@ -251,7 +252,8 @@ def _remove_commits(repo: Repository, ids: list[str]) -> None:
     """Delete unreachable commit rows, in one transaction that re-checks nothing points to them.
 
     Raises:
-        StoreError: If a ref or reflog entry now names one of them (moved there during gc).
+        StoreError: If a ref or reflog entry now names one of them (moved there during gc; on
+            PostgreSQL a move committed while the delete ran is caught by the refs' foreign key).
     """
     if not ids:
         return
@@ -263,7 +265,11 @@ def _remove_commits(repo: Repository, ids: list[str]) -> None:
         if named or logged:
             raise StoreError(f"gc removed nothing: {(named or logged)[0]} moved onto an unreachable commit while gc "
                              "ran; run gc again")
-        conn.execute(delete(commits_table).where(commits_table.c.id.in_(ids)))
+        try:
+            conn.execute(delete(commits_table).where(commits_table.c.id.in_(ids)))
+        except IntegrityError as exc:  # PostgreSQL's foreign key: a ref moved there after the check above
+            raise StoreError("gc removed nothing: a ref moved onto an unreachable commit while gc ran; run gc "
+                             "again") from exc
 
 
 def temp_files(path: Path, objects: ObjectStore) -> list[Path]:
