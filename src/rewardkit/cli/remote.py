@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from rewardkit.cli.merge import _weights
-from rewardkit.cli.options import JsonOption, RepoOption, open_repo
+from rewardkit.cli.options import (
+    DensityOption,
+    DropSeedOption,
+    JsonOption,
+    LambdaOption,
+    RepoOption,
+    StrategyOption,
+    WeightsOption,
+    open_repo,
+    parse_weights,
+)
 from rewardkit.cli.render import TransferBar, console, merge_summary, print_json, transfer_summary
 
 REMOTE_HELP = "Remote name (see `rewardkit remote list`); default: origin, or the only remote."
@@ -109,15 +118,11 @@ def pull(
     remote: Annotated[str | None, typer.Argument(help=REMOTE_HELP, show_default=False)] = None,
     branch: Annotated[str | None, typer.Argument(help="Remote branch; default: the current branch's name.",
                                                  show_default=False)] = None,
-    strategy: Annotated[str, typer.Option(
-        help="If both sides have new commits, how a tensor changed on both combines (as `rewardkit merge`): "
-             "average (WARM), task-arithmetic, ties, dare, ours, theirs.")] = "average",
-    weights: Annotated[str | None, typer.Option(
-        help="One weight per model, the current branch first, e.g. 0.5,0.5; default equal.",
-        show_default=False)] = None,
-    lam: Annotated[float, typer.Option("--lambda", help="Scale of the merged task vector.")] = 1.0,
-    density: Annotated[float | None, typer.Option(help="Kept fraction for ties/dare.", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of dare's drop masks.", min=0)] = 0,
+    strategy: StrategyOption = "average",
+    weights: WeightsOption = None,
+    lam: LambdaOption = 1.0,
+    density: DensityOption = None,
+    seed: DropSeedOption = 0,
     ff_only: Annotated[bool, typer.Option("--ff-only", help="Only fast-forward; refuse ('diverged: merge or "
                                           "rebase') when both sides have new commits.")] = False,
     jobs: JobsOption = 8,
@@ -129,7 +134,7 @@ def pull(
 
     with open_repo(repo) as r, TransferBar() as bar:
         name = remote or default_remote(r)
-        result = pull_api(r, name, branch, strategy=strategy, weights=_weights(weights), lam=lam, density=density,
+        result = pull_api(r, name, branch, strategy=strategy, weights=parse_weights(weights), lam=lam, density=density,
                           seed=seed, ff_only=ff_only, jobs=jobs, progress=bar)
     console.print(transfer_summary(f"fetch {name}", result.report))
     if result.plan is None:
