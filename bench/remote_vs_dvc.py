@@ -139,6 +139,11 @@ class MotoServer:
         except OSError:
             return 0
 
+    def reset_peak(self) -> None:
+        """Start the server's ``VmHWM`` afresh (``/proc/PID/clear_refs``), so the next reading is one operation's."""
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far (user + system), 0 if unreadable."""
         try:
@@ -213,13 +218,15 @@ def moved(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]])
 
 
 def timed(server: MotoServer | None, fn: Any) -> tuple[Any, dict]:
-    """Run ``fn()`` after ``os.sync()``; returns its result and seconds, other CPU and the server's CPU.
+    """Run ``fn()`` after ``os.sync()``; returns its result and seconds, other CPU, the server's CPU and peak memory.
 
     The moto server is another process, so its work shows as other CPU in ``cpu_meter``; it
     is subtracted (and reported as ``server_cpu_seconds``), so ``other_cpu`` is the rest of
     the machine.
     """
     os.sync()  # the previous step's dirty pages are written now, not charged to this operation
+    if server:
+        server.reset_peak()
     server_before = server.cpu_seconds() if server else 0.0
     with CpuMeter() as meter:
         start = time.perf_counter()
@@ -230,7 +237,7 @@ def timed(server: MotoServer | None, fn: Any) -> tuple[Any, dict]:
     other = None if u.other_cpu_seconds is None else \
         min(1.0, max(0.0, u.other_cpu_seconds - server_cpu) / (u.wall_seconds * u.cores))
     return result, {"seconds": seconds, "own_cpu_seconds": u.own_cpu_seconds, "server_cpu_seconds": server_cpu,
-                    "other_cpu": other}
+                    "server_peak_rss": server.peak_rss() if server else None, "other_cpu": other}
 
 
 def _git(*argv: str, cwd: Path) -> None:
@@ -419,6 +426,7 @@ def bench_pair(kind: str, tool_name: str, scratch: Path, config: Any, base: dict
                    "bytes_by_area": by_area(new, manifest)}
             pushes.append(op)
             extra = f"  report {op['report_bytes'] / 2**20:9.2f} MiB" if "report_bytes" in op else ""
+            extra += f"  moto peak {op['server_peak_rss'] / 2**20:6.0f} MiB" if server else ""
             print(f"  {kind:3s} {tool_name:9s} push v{index} ({version:6s}) {op['seconds']:7.2f} s  "
                   f"moved {op['bytes_moved'] / 2**20:9.2f} MiB in {op['keys_moved']:4d} keys{extra}", flush=True)
         out: dict[str, Any] = {"pushes": pushes}
@@ -436,15 +444,17 @@ def bench_pair(kind: str, tool_name: str, scratch: Path, config: Any, base: dict
             op, weights = tool.clone(which)
             if "skipped" not in op:
                 op["identical"] = file_digest(weights) == expected[len(plan) - 1]
+                peak = f"  moto peak {op['server_peak_rss'] / 2**20:6.0f} MiB" if server else ""
                 print(f"  {kind:3s} {tool_name:9s} clone ({which:4s}) {op['seconds']:7.2f} s  fetched "
-                      f"{op['bytes_fetched'] / 2**20:9.2f} MiB  bit-identical: {op['identical']}", flush=True)
+                      f"{op['bytes_fetched'] / 2**20:9.2f} MiB  bit-identical: {op['identical']}{peak}", flush=True)
             else:
                 print(f"  {kind:3s} {tool_name:9s} clone ({which}) skipped: {op['skipped']}", flush=True)
             clones[which] = op
             tool.drop_clone(which)
         out["clones"] = clones
         out["remote_bytes"] = sum(v[0] for v in place.listing().values())
-        out["server_peak_rss"] = server.peak_rss() if server else None
+        ops = pushes + [c for c in clones.values() if "seconds" in c]
+        out["server_peak_rss"] = max(o["server_peak_rss"] for o in ops) if server else None
         return out
     finally:
         if server:
