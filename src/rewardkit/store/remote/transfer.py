@@ -1,0 +1,459 @@
+"""Push and fetch: only what the other side lacks travels, concurrently, verified on arrival.
+
+Push lists the remote once (one recursive ``find``, not one ``exists`` per object), sends the
+missing objects through a bounded thread pool, then the missing commit files, then moves each
+remote branch by compare-and-swap (:meth:`Remote.swap_ref`). A push killed at any point
+leaves objects and commits that no remote ref names (harmless: the next push finds them in
+its listing and does not send them again), never a ref naming a commit whose objects are not
+all there.
+
+Fetch reads the commit metadata of the remote branches' whole history, then downloads the
+objects the local store lacks through the pool. Each object is re-hashed in a staging folder
+as it arrives (a delta after its base) and moved into the local store as soon as it is
+verified, so an interrupted fetch or clone resumes where it stopped and downloads nothing
+twice; a corrupt object is refused, naming its id, and never enters the store. Commits are
+added after all their objects, and the remote-tracking refs ``refs/remotes/<remote>/<branch>``
+move last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from rewardkit.errors import RefMovedError, StoreError
+from rewardkit.store.atomic import TMP_PREFIX, fsync_dir
+from rewardkit.store.commits import Commit
+from rewardkit.store.gc import used_objects
+from rewardkit.store.manifest import Manifest
+from rewardkit.store.objects import ObjectStore, canonical_json
+from rewardkit.store.refs import HEADS, REMOTES, check_ref_name
+from rewardkit.store.remote.location import Remote
+
+if TYPE_CHECKING:
+    from rewardkit.store.repository import Repository
+
+#: Default number of objects moved at once (threads; each mostly waits on the network or disk).
+DEFAULT_JOBS = 8
+
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    """Receives progress of a push or fetch (e.g. a rich progress bar in the CLI)."""
+
+    def start(self, what: str, objects: int, bytes: int) -> None:  # noqa: A002 - pinned name
+        """Called once, before objects move: ``what`` is e.g. ``"push origin"``; totals to move."""
+
+    def advance(self, bytes: int) -> None:  # noqa: A002 - pinned name
+        """Called once per object moved (and verified), with its size in bytes; from worker threads."""
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    """What one push or fetch moved.
+
+    Attributes:
+        commits: Commits sent or received.
+        objects: Objects sent or received (only those the other side lacked).
+        bytes: Bytes of object files moved (as stored: compressed or delta-encoded).
+        refs: Ref name -> commit id it was set to (remote refs for push, remote-tracking refs for fetch).
+    """
+
+    commits: int
+    objects: int
+    bytes: int
+    refs: dict[str, str]
+
+
+def _pool_run(jobs: int, fn: Callable[[T], object], items: Iterable[T]) -> None:
+    """Run ``fn`` on every item with at most ``jobs`` threads; the first error cancels the rest and is raised."""
+    items = list(items)
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rewardkit-transfer") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for f in futures:
+                f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+def push(
+    repo: Repository,
+    remote: Remote,
+    branches: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Send ``branches`` and everything they need to ``remote``, then move the remote branches.
+
+    Only commits the remote lacks travel (walked through parents and lineage, e.g. an
+    adapter's base), and of the objects they use (:func:`~rewardkit.store.gc.used_objects`)
+    only those the remote lacks; each is re-hashed before it leaves, so local damage never
+    spreads. Objects go first, then commit files, then each ref by compare-and-swap
+    (:meth:`Remote.swap_ref`): the remote branch must be an ancestor of what is pushed (a
+    fast-forward) unless ``force``, and must not move between our read and our write even
+    with ``force`` (a forced push overwrites what it saw, never a push it did not see).
+
+    Args:
+        repo: The local :class:`~rewardkit.store.repository.Repository`.
+        remote: Where to push.
+        branches: Local branch names, e.g. ``["main"]``; the remote branches of the same
+            names move. None: the current branch.
+        force: Move the remote branches even if that is not a fast-forward (their commits
+            may be lost); written to the remote's reflog as ``push --force``.
+        jobs: Objects uploaded at once.
+        progress: Told the totals, then each object sent.
+
+    Returns:
+        Counts and bytes sent; ``refs`` maps ``refs/heads/<branch>`` to the pushed commit.
+
+    Raises:
+        RefMovedError: If a remote branch moved to a commit we do not build on
+            ("remote main moved: pull and merge"); nothing on the remote changed except
+            objects and commits no ref names (harmless, reused by the next push).
+        StoreError: If a branch does not exist, a local object is damaged, or the remote
+            cannot be reached or takes no pushes (one line).
+    """
+    names = list(branches) if branches is not None else [repo.current_branch()]
+    if not names:
+        raise StoreError("nothing to push: name at least one branch, e.g. main")
+    heads: dict[str, str] = {}
+    for b in names:
+        head = repo.refs.get(HEADS + check_ref_name(b))
+        if head is None:
+            known = ", ".join(repo.branches()) or "none yet; commit a model first"
+            raise StoreError(f"cannot push {b}: no such branch (branches: {known})")
+        heads[b] = head
+    remote.check_pushable()
+    with remote.io("push"):
+        olds = {b: remote.branch(b) for b in heads}
+        for b, head in heads.items():
+            _check_fast_forward(repo, remote, b, olds[b], head, force)
+        listing = remote.list()
+        new = [c for c in repo.commits.walk(heads.values(), lineage=True) if c.id not in listing.commits]
+        ids = sorted(used_objects(repo.objects, new) - listing.objects.keys())
+        sizes = {id: repo.objects.stored_size(id) for id in ids}
+        if progress is not None:
+            progress.start(f"push {remote.name}", len(ids), sum(sizes.values()))
+
+        def upload(id: str) -> None:
+            repo.objects.get_payload(id, verify=True)  # never spread local damage
+            remote.write_file(remote.object_path(id), repo.objects.path(id))
+            if progress is not None:
+                progress.advance(sizes[id])
+
+        _pool_run(jobs, upload, ids)
+        _pool_run(jobs, lambda c: remote.write_file(remote.commit_path(c.id), canonical_json(c.fields())), new)
+        refs = {}
+        for b, head in heads.items():
+            if olds[b] != head:
+                remote.swap_ref(b, head, expected=olds[b], message="push --force" if force else "push")
+            refs[HEADS + b] = head
+    return TransferReport(commits=len(new), objects=len(ids), bytes=sum(sizes.values()), refs=refs)
+
+
+def _check_fast_forward(repo: Repository, remote: Remote, branch: str, old: str | None, new: str, force: bool) -> None:
+    if force or old is None or old == new:
+        return
+    if not repo.commits.has(old) or old not in {c.id for c in repo.commits.walk([new])}:
+        raise RefMovedError(f"remote {branch} moved: pull and merge (remote {remote.name} has {old[:12]})")
+
+
+def fetch(
+    repo: Repository,
+    remote: Remote,
+    branches: Sequence[str] | None = None,
+    *,
+    objects_for: Sequence[str] | None = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Receive remote branches and what they need; set ``refs/remotes/<remote>/<branch>``.
+
+    The commit metadata of the branches' whole history always comes (it is small, and
+    ``log`` needs it); objects come for every commit of that history, or only for the
+    commits in ``objects_for`` and their lineage (an adapter's base): a partial clone of
+    one version for a serving host.
+
+    Args:
+        repo: The local repository.
+        remote: Where to fetch from.
+        branches: Remote branch names; None: all of them.
+        objects_for: Full commit ids whose objects to fetch; None: every commit's.
+        jobs: Objects downloaded at once.
+        progress: Told the totals, then each object received and verified.
+
+    Returns:
+        Counts and bytes received; ``refs`` maps each remote-tracking ref to its commit.
+
+    Raises:
+        StoreError: If the remote cannot be reached, holds no repository or no such
+            branch, or a commit or object on it is missing or corrupt (named by id). No
+            commit or ref changes locally then; the objects already verified stay, so the
+            next fetch resumes.
+    """
+    with remote.io("fetch"):
+        heads = remote.branches()
+        if not heads and not remote.fs.exists(remote.root):
+            raise StoreError(f"remote {remote.name}: no repository at {remote.url} (nothing pushed there yet?)")
+        if branches is not None:
+            unknown = [b for b in branches if b not in heads]
+            if unknown:
+                raise StoreError(
+                    f"remote {remote.name} has no branch {unknown[0]!r} (branches: {', '.join(heads) or 'none'})"
+                )
+            heads = {b: heads[b] for b in branches}
+        history, new = _history(repo, remote, heads.values(), jobs)
+        wanted = _with_lineage(history, objects_for) if objects_for is not None else set(history)
+        listing = remote.list()
+        with Receiver(repo.objects, remote, listing.objects, jobs) as receiver:
+            receiver.get(id for i in sorted(wanted) for id in history[i].object_ids())
+            receiver.get(manifest_objects(repo.objects, (history[i] for i in sorted(wanted))), progress)
+        for c in sorted(new.values(), key=lambda c: c.created_at):
+            repo.commits.add(c)
+        refs = {}
+        for branch, id in heads.items():
+            name = f"{REMOTES}{remote.name}/{branch}"
+            old = repo.refs.get(name)
+            if old != id:
+                repo.refs.set_ref(name, id, expected_old=old, message=f"fetch: {remote.url}")
+            refs[name] = id
+    return TransferReport(commits=len(new), objects=len(receiver.got), bytes=receiver.bytes, refs=refs)
+
+
+def _history(
+    repo: Repository, remote: Remote, heads: Iterable[str], jobs: int
+) -> tuple[dict[str, Commit], dict[str, Commit]]:
+    """Return (every commit reachable from ``heads`` through parents and lineage, those not local yet).
+
+    Remote commits are read a generation at a time through the pool; a local commit's
+    ancestors are local too (fetch adds parents first), so they are read from the database.
+    """
+    history: dict[str, Commit] = {}
+    new: dict[str, Commit] = {}
+    frontier = set(heads)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rewardkit-transfer") as pool:
+        while frontier:
+            local = [i for i in frontier if repo.commits.has(i)]
+            history.update((c.id, c) for c in repo.commits.walk(local, lineage=True))
+            for c in pool.map(remote.get_commit, sorted(frontier.difference(local))):
+                history[c.id] = new[c.id] = c
+            frontier = {p for i in frontier for p in (*history[i].parents, *history[i].base_commits())}
+            frontier.difference_update(history)
+    return history, new
+
+
+def _with_lineage(history: dict[str, Commit], ids: Sequence[str]) -> set[str]:
+    """Return ``ids`` and the commits their tensors need (an adapter's base, transitively)."""
+    out: set[str] = set()
+    todo = list(ids)
+    while todo:
+        id = todo.pop()
+        if id in out:
+            continue
+        if id not in history:
+            raise StoreError(f"cannot fetch the objects of commit {id}: it is not in the fetched history")
+        out.add(id)
+        todo.extend(history[id].base_commits())
+    return out
+
+
+def manifest_objects(store: ObjectStore, commits: Iterable[Commit]) -> list[str]:
+    """Return the tensors and files that the manifests of ``commits`` (in ``store``, verified) list."""
+    out: dict[str, None] = {}
+    for c in commits:
+        manifest = Manifest.from_bytes(store.get_bytes(c.manifest_id))
+        out.update(dict.fromkeys(e.id for e in manifest.tensors.values()))
+        out.update(dict.fromkeys(manifest.files.values()))
+    return list(out)
+
+
+class Receiver:
+    """Downloads objects into a staging folder, verifies each, and installs it in a store.
+
+    Use as a context manager (the staging folder is removed on exit). Attributes ``got`` and
+    ``bytes`` count what was installed.
+
+    Args:
+        dest: The store to install verified objects in (and whose objects need not travel).
+        remote: Where objects come from.
+        sizes: Object id -> size of every object on the remote (:meth:`Remote.list`).
+        jobs: Objects downloaded at once.
+        problems: If given, a refused or missing object is appended here (one line naming
+            it) and the others go on; otherwise the first one raises.
+    """
+
+    def __init__(
+        self, dest: ObjectStore, remote: Remote, sizes: dict[str, int], jobs: int, problems: list[str] | None = None
+    ) -> None:
+        self.dest, self.remote, self.sizes, self.jobs, self.problems = dest, remote, sizes, jobs, problems
+        self.got: list[str] = []
+        self.bytes = 0
+        self._progress: Progress | None = None
+        self._count = threading.Lock()
+
+    def __enter__(self) -> Receiver:
+        self._dir = tempfile.TemporaryDirectory(prefix="rewardkit-fetch-")
+        self.staging = ObjectStore(Path(self._dir.name), compress=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
+
+    def get(self, ids: Iterable[str], progress: Progress | None = None) -> None:
+        """Receive every object of ``ids`` (and its delta base) that ``dest`` lacks.
+
+        With ``progress``, first report the totals, counting what earlier calls received.
+
+        Raises:
+            StoreError: If an object is missing on the remote or does not hash to its id
+                (unless ``problems`` collects them).
+        """
+        todo = []
+        for id in dict.fromkeys(ids):
+            if self.dest.has(id):
+                continue
+            if id in self.sizes:
+                todo.append(id)
+            else:
+                self._fail(self._missing(id))
+        if progress is not None:
+            self._progress = progress
+            progress.start(f"fetch {self.remote.name}", len(self.got) + len(todo),
+                           self.bytes + sum(self.sizes[id] for id in todo))
+            for id in self.got:
+                progress.advance(self.sizes[id])
+        requested = set(todo)
+        waiting: dict[str, list[str]] = {}  # delta base -> deltas downloaded, waiting for it
+        failed: set[str] = set()
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="rewardkit-transfer") as pool:
+            pending: dict[Future[str | None], str] = {pool.submit(self._download, id): id for id in todo}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        id = pending.pop(f)
+                        try:
+                            base = f.result()
+                        except StoreError as exc:
+                            self._fail(exc)
+                            failed.add(id)
+                            for delta in waiting.pop(id, []):
+                                self._fail(StoreError(
+                                    f"remote {self.remote.name}: refused object {delta}: its delta base {id} is refused"
+                                ))
+                            continue
+                        if base is None:  # verified and installed: its deltas can be checked now
+                            for delta in waiting.pop(id, []):
+                                pending[pool.submit(self._verify_and_install, delta)] = delta
+                        elif self.dest.has(base):
+                            pending[pool.submit(self._verify_and_install, id)] = id
+                        elif base in failed:
+                            self._fail(StoreError(
+                                f"remote {self.remote.name}: refused object {id}: its delta base {base} is refused"
+                            ))
+                        elif base in requested:
+                            waiting.setdefault(base, []).append(id)
+                        elif base not in self.sizes:
+                            self._fail(StoreError(
+                                f"remote {self.remote.name}: refused object {id}: its delta base {base} is missing"
+                            ))
+                        else:
+                            requested.add(base)
+                            waiting.setdefault(base, []).append(id)
+                            pending[pool.submit(self._download, base)] = base
+            finally:
+                for f in pending:
+                    f.cancel()
+
+    def _fail(self, exc: StoreError) -> None:
+        if self.problems is None:
+            raise exc
+        self.problems.append(str(exc))
+
+    def _missing(self, id: str) -> StoreError:
+        return StoreError(f"remote {self.remote.name}: object {id} is missing ({self.remote.object_path(id)})")
+
+    def _refused(self, id: str, exc: StoreError) -> StoreError:
+        return StoreError(f"remote {self.remote.name}: refused object {id}: {exc}")
+
+    def _download(self, id: str) -> str | None:
+        """Download object ``id``; verify and install it unless it waits for a delta base (returned)."""
+        p = self.staging.path(id)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.remote.fs.get_file(self.remote.object_path(id), str(p))  # streamed, not held in memory
+        except FileNotFoundError:
+            raise self._missing(id) from None
+        try:
+            deps = self.staging.dependencies(id)
+        except StoreError as exc:
+            raise self._refused(id, exc) from None
+        if deps and not self.dest.has(deps[0]):
+            return deps[0]
+        return self._verify_and_install(id)
+
+    def _verify_and_install(self, id: str) -> None:
+        """Re-hash the staged object ``id`` (decoding a delta against its local base), then install it."""
+        for base in self.staging.dependencies(id):
+            if not self.staging.has(base):  # a verified base lives in the local store: link it in to decode
+                _place(self.dest.path(base), self.staging.path(base), move=False)
+        try:
+            self.staging.get_payload(id, verify=True)
+        except StoreError as exc:
+            raise self._refused(id, exc) from None
+        size = self.staging.stored_size(id)
+        _place(self.staging.path(id), self.dest.path(id), move=True)
+        with self._count:
+            self.got.append(id)
+            self.bytes += size
+        if self._progress is not None:
+            self._progress.advance(size)
+
+
+def _place(src: Path, dst: Path, *, move: bool) -> None:
+    """Put a copy of the object file ``src`` at ``dst`` durably (temp, fsync, rename), read-only.
+
+    Moves (``move``) or hard-links the file when both are on one filesystem, else copies.
+    """
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not move:
+        try:
+            os.link(src, dst)
+            return
+        except FileExistsError:
+            return
+        except OSError:
+            pass
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=TMP_PREFIX)
+    os.close(fd)
+    try:
+        try:
+            if not move:
+                raise OSError("copy")
+            os.replace(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
