@@ -60,6 +60,7 @@ from store_vs_dvc_mlflow import (
     changed_names,
     digest,
     file_digest,
+    peak_rss,
     tree_bytes,
     version_plan,
     write_model_files,
@@ -490,6 +491,7 @@ def summarize(results: dict[str, dict[str, dict]], plan: list[str]) -> dict:
             versions.append({
                 "version": i, "kind": version, "changed_bytes": changed[i],
                 "rewardkit_bytes": r["bytes_moved"], "rewardkit_report_bytes": r["report_bytes"],
+                "rewardkit_tensor_object_bytes": r["bytes_by_area"].get("objects", 0),
                 "dvc_bytes": d["bytes_moved"], "rewardkit_seconds": r["seconds"], "dvc_seconds": d["seconds"],
                 "bytes_ratio": r["bytes_moved"] / d["bytes_moved"] if d["bytes_moved"] else None,
                 "seconds_ratio": r["seconds"] / d["seconds"],
@@ -501,6 +503,8 @@ def summarize(results: dict[str, dict[str, dict]], plan: list[str]) -> dict:
         rk_later = sum(v["rewardkit_bytes"] for v in later)
         dvc_later = sum(v["dvc_bytes"] for v in later)
         worst = max(later, key=lambda v: v["rewardkit_vs_changed"] or 0)
+        tensors_only = max(v["rewardkit_tensor_object_bytes"] / v["changed_bytes"] for v in later)
+        overhead = [v["rewardkit_bytes"] - v["rewardkit_tensor_object_bytes"] for v in later]
         summary[kind] = {
             "versions": versions,
             "push_seconds_total": {t: sum(p["seconds"] for p in tools[t]["pushes"]) for t in TOOLS},
@@ -515,7 +519,9 @@ def summarize(results: dict[str, dict[str, dict]], plan: list[str]) -> dict:
                             "dvc_vs_changed": dvc_later / changed_later,
                             "worst_version": worst["version"], "worst_rewardkit_vs_changed":
                             worst["rewardkit_vs_changed"], "worst_rewardkit_bytes": worst["rewardkit_bytes"],
-                            "worst_changed_bytes": worst["changed_bytes"]},
+                            "worst_changed_bytes": worst["changed_bytes"],
+                            "tensor_objects_vs_changed_max": tensors_only,
+                            "overhead_bytes_min": min(overhead), "overhead_bytes_max": max(overhead)},
             "target_met": rk_later <= TARGET_PUSH_VS_CHANGED * changed_later,
             "target_met_every_version": all(v["rewardkit_bytes"] <= TARGET_PUSH_VS_CHANGED * v["changed_bytes"]
                                             for v in later),
@@ -599,13 +605,19 @@ def report(summary: dict, plan: list[str], info: dict) -> None:
         say(f"{kind}: per version, rewardkit's largest ratio is v{a['worst_version']}: "
             f"{_size(a['worst_rewardkit_bytes'])} for {_size(a['worst_changed_bytes'])} of changed tensors = "
             f"{a['worst_rewardkit_vs_changed']:.3g}x (every version <= {TARGET_PUSH_VS_CHANGED}x: "
-            f"{'yes' if s['target_met_every_version'] else 'NO'})")
+            f"{'yes' if s['target_met_every_version'] else 'NO'}); the tensor objects alone are at most "
+            f"{a['tensor_objects_vs_changed_max']:.3f}x the changed tensors, the rest is "
+            f"{_size(a['overhead_bytes_min'])}-{_size(a['overhead_bytes_max'])} per push of manifest, commit, ref "
+            "and reflog entry")
         say(f"{kind}: on the remote after the chain: rewardkit {_size(s['remote_bytes']['rewardkit'])}, "
             f"DVC {_size(s['remote_bytes']['dvc'])}; other CPU (moto excluded) at most {s['other_cpu_max']:.0%}"
             + (f"; moto server peak RSS: rewardkit {_size(s['server_peak_rss']['rewardkit'])}, "
                f"DVC {_size(s['server_peak_rss']['dvc'])}" if s["server_peak_rss"]["rewardkit"] else ""))
     fractions = ", ".join(f"{f * 100:.3g}%" for f in info["changed_fraction"])
     say(f"share of the weights each version changes: {fractions}")
+    if "bench_peak_rss" in info:
+        say(f"peak RSS of the benchmark's process (both tools run in it; moto in its own): "
+            f"{_size(info['bench_peak_rss'])}")
     say(f"machine: {info['machine']}; load average (1, 5, 15 min) before {info['load_before']}, "
         f"after {info.get('load_after')}; versions: {info['versions']}")
 
@@ -681,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         earlier = json.loads(Path(args.report).read_text())
-        report(earlier["summary"], earlier["plan"], earlier["model"])
+        report(summarize(earlier["runs"], earlier["plan"]), earlier["plan"], earlier["model"])
         return 0
     remotes = [r.strip() for r in args.remote.split(",") if r.strip()]
     check_setup(remotes)
@@ -727,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     info["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    info["bench_peak_rss"] = peak_rss()
     summary = summarize(results, plan)
     report(summary, plan, info)
     wall = time.perf_counter() - started
