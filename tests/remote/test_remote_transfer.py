@@ -71,8 +71,8 @@ def test_push_lists_the_remote_once_not_one_exists_per_object(repo, origin, tiny
         monkeypatch.setattr(fs, name, counted)
     report = push(repo, origin, ["main"])
     assert report.objects == 6
-    assert calls["exists"] <= 1  # the root, once; never per object or commit
-    assert calls["find"] <= 1  # one listing of the remote (refs are read by name, no listing)
+    assert calls["exists"] == 0  # never one per object or commit
+    assert calls["find"] == 1  # one listing of the remote (refs are read by name, no listing)
 
 
 def test_push_several_branches_at_once(repo, origin, tiny_tensors):
@@ -187,24 +187,18 @@ def test_swap_ref_is_a_compare_and_swap(repo, origin, tiny_tensors):
     assert origin.branch("main") == a.id
 
 
-def test_s3_conditional_write_refuses_a_writer_that_lost_the_race(repo, make_remote, tiny_tensors, monkeypatch):
+def test_s3_conditional_write_refuses_a_writer_that_lost_the_race(repo, make_remote, tiny_tensors):
     """Between our read of the ref (with its ETag) and our write, another push moves it: S3 answers 412."""
     origin = make_remote("s3")
     a = repo.commit_tensors(tiny_tensors(0), FILES, "a")
     push(repo, origin, ["main"])
     b = repo.commit_tensors(tiny_tensors(1), FILES, "b")
-    push(repo, origin, ["main"])  # objects and commit of b are there; now race a's owner against it
-    real = Remote._read_ref
-
-    def stale_read(self, branch):
-        id, etag = real(self, branch)
-        origin.fs.pipe_file(origin.path("refs/heads", branch), f"{a.id}\n".encode())  # another writer, just after
-        return id, etag
-
-    monkeypatch.setattr(Remote, "_read_ref", stale_read)
+    push(repo, origin, ["main"])  # objects and commit of b are there
+    assert origin.branch("main") == b.id  # we read b (and its ETag) ...
+    other = Remote("origin", origin.url, endpoint_url=origin.fs.client_kwargs["endpoint_url"])
+    other.fs.pipe_file(other.path("refs/heads/main"), f"{a.id}\n".encode())  # ... another writer moves it ...
     with pytest.raises(RefMovedError, match="remote main moved: pull and merge"):
-        origin.swap_ref("main", b.id, expected=b.id, message="push")
-    monkeypatch.setattr(Remote, "_read_ref", real)
+        origin.swap_ref("main", b.id, expected=b.id, message="push")  # ... so our conditional write is refused
     assert origin.branch("main") == a.id  # the other writer's move stands
 
 
@@ -348,3 +342,40 @@ def test_missing_bucket_and_missing_directory_are_one_line_errors(repo, s3_endpo
                 fetch(clone, remote)
             assert "\n" not in str(info.value)
             assert clone.refs.as_dict() == {}
+
+
+def test_directory_remote_files_are_readable_by_the_team(repo, make_remote, tiny_tensors):
+    """mkstemp makes 0600 files: a remote on a shared mount must be readable by the others who fetch."""
+    origin = make_remote("dir")
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    for p in (origin.object_path(c.manifest_id), origin.commit_path(c.id), origin.path("refs/heads/main")):
+        assert Path(p).stat().st_mode & 0o444 == 0o444, p
+
+
+def test_push_to_a_directory_whose_parent_is_missing_is_refused(repo, tiny_tensors, tmp_path):
+    """A typo or an unmounted share must not silently become a new folder on the local disk."""
+    repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    remote = Remote("origin", str(tmp_path / "not-mounted" / "team" / "models"))
+    with pytest.raises(StoreError, match="not-mounted/team does not exist") as info:
+        push(repo, remote, ["main"])
+    assert "\n" not in str(info.value) and not (tmp_path / "not-mounted").exists()
+    with Repository.init(tmp_path / "clone") as clone, pytest.raises(StoreError, match="no repository at"):
+        fetch(clone, remote)
+
+
+def test_fsck_remote_notes_leftovers_and_names_a_damaged_ref(repo, origin, tiny_tensors):
+    c = repo.commit_tensors(tiny_tensors(0), FILES, "v1")
+    push(repo, origin, ["main"])
+    origin.fs.makedirs(origin.path("objects", "ab"), exist_ok=True)
+    origin.fs.pipe_file(origin.path("objects", "ab", ".tmp-killed"), b"half an object")  # a killed push's
+    stray = "ab" * 32
+    origin.fs.pipe_file(origin.object_path(stray), b"blob 1\0x")  # an object no ref uses
+    report = fsck_remote(origin)
+    assert report.ok, report.problems
+    assert report.refs == {"main": c.id} and report.commits == 1 and report.objects == 6
+    assert any("temp file" in n for n in report.notes) and any("1 object(s) no remote branch uses" in n
+                                                                for n in report.notes)
+    origin.fs.pipe_file(origin.path("refs", "heads", "broken"), b"not a commit id\n")
+    report = fsck_remote(origin)
+    assert not report.ok and report.problems[0].startswith("ref broken:") and "damaged" in report.problems[0]

@@ -11,15 +11,15 @@ checks itself. What an interrupted push leaves behind (objects and commits no re
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewardkit.errors import StoreError
 from rewardkit.store.commits import Commit
-from rewardkit.store.objects import ObjectStore
 from rewardkit.store.remote.location import Remote
-from rewardkit.store.remote.transfer import DEFAULT_JOBS, Receiver, manifest_objects
+from rewardkit.store.remote.transfer import DEFAULT_JOBS, FlatStore, Receiver, manifest_objects
 
 
 @dataclass(frozen=True)
@@ -76,20 +76,21 @@ def fsck_remote(remote: Remote, *, jobs: int = DEFAULT_JOBS) -> RemoteFsckReport
                 continue
             if id is not None:
                 refs[name] = id
-        commits = _reachable(remote, refs, problems)
+        commits = _reachable(remote, refs, problems, jobs)
         listing = remote.list()
         with tempfile.TemporaryDirectory(prefix="rewardkit-fsck-") as tmp:
-            store = ObjectStore(Path(tmp), compress=False)
-            with Receiver(store, remote, listing.objects, jobs, problems) as receiver:
+            store = FlatStore(Path(tmp), compress=False)
+            with Receiver(store, remote, jobs, problems, listing) as receiver:
                 receiver.get(id for c in commits.values() for id in c.object_ids())
                 readable = [c for c in commits.values() if store.has(c.manifest_id)]
                 receiver.get(manifest_objects(store, readable))
-                checked = set(store.ids())
+            checked = set(receiver.got)
+            used = receiver.asked | checked  # checked: delta bases too
     notes = []
     if listing.temp_files:
         example = listing.temp_files[0]
         notes.append(f"{len(listing.temp_files)} temp file(s) of an interrupted push (harmless), e.g. {example}")
-    unused = len(listing.objects.keys() - checked)
+    unused = len(listing.objects.keys() - used)
     if unused:
         notes.append(f"{unused} object(s) no remote branch uses (an interrupted push's? the next push reuses them)")
     loose = len(listing.commits - commits.keys())
@@ -98,21 +99,32 @@ def fsck_remote(remote: Remote, *, jobs: int = DEFAULT_JOBS) -> RemoteFsckReport
     return RemoteFsckReport(remote.url, refs, len(commits), len(checked), problems, notes)
 
 
-def _reachable(remote: Remote, refs: dict[str, str], problems: list[str]) -> dict[str, Commit]:
-    """Return the readable commits reachable from ``refs``; a missing or corrupt one is a problem."""
+def _reachable(remote: Remote, refs: dict[str, str], problems: list[str], jobs: int) -> dict[str, Commit]:
+    """Return the readable commits reachable from ``refs``, read a generation at a time through a pool.
+
+    A missing or corrupt commit is a problem (named with a branch that reaches it).
+    """
     found: dict[str, Commit] = {}
-    bad: set[str] = set()
-    for name, head in refs.items():
-        todo = [head]
-        while todo:
-            id = todo.pop()
-            if id in found or id in bad:
-                continue
-            try:
-                found[id] = c = remote.get_commit(id)
-            except StoreError as exc:
-                bad.add(id)
-                problems.append(f"branch {name}: {exc}")
-                continue
-            todo.extend([*c.parents, *c.base_commits()])
+    via = {id: name for name, id in reversed(refs.items())}  # commit -> a branch that reaches it
+    frontier = set(via)
+
+    def read(id: str) -> Commit | StoreError:
+        try:
+            return remote.get_commit(id)
+        except StoreError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rewardkit-fsck") as pool:
+        while frontier:
+            ids = sorted(frontier)
+            frontier = set()
+            for id, got in zip(ids, pool.map(read, ids), strict=True):
+                if isinstance(got, StoreError):
+                    problems.append(f"branch {via[id]}: {got}")
+                    continue
+                found[id] = got
+                for p in (*got.parents, *got.base_commits()):
+                    if p not in found and p not in via:
+                        via[p] = via[id]
+                        frontier.add(p)
     return found

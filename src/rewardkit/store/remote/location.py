@@ -147,6 +147,7 @@ class Remote:
         except (ValueError, ImportError) as exc:
             raise StoreError(f"remote {name}: cannot open {url!r}: {one_line(exc)}") from exc
         self.root = root.rstrip("/")
+        self._etags: dict[str, tuple[str | None, str | None]] = {}  # S3: branch -> (commit id, ETag) last read
         if not self.root:
             raise StoreError(f"remote {name}: cannot open {url!r}: no bucket or folder in the URL")
 
@@ -200,7 +201,10 @@ class Remote:
     def list(self) -> Listing:
         """List every object and commit file on the remote, with one recursive ``find``."""
         self.fs.invalidate_cache()
-        found = self.fs.find(self.root, detail=True) if self.fs.exists(self.root) else {}
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            found = {}
         objects, commits, temp = {}, set(), []
         prefix = self.root + "/"
         for p, info in found.items():
@@ -223,9 +227,11 @@ class Remote:
         base = self.path(REFS)
         with self.io("listing branches"):
             self.fs.invalidate_cache()
-            if not self.fs.isdir(base):
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
                 return []
-            paths = (p[len(base) + 1:] for p in self.fs.find(base))
+            paths = (p[len(base) + 1:] for p in found if p.startswith(base + "/"))
             return sorted(p for p in paths if not p.rsplit("/", 1)[-1].startswith(TMP_PREFIX))
 
     def branches(self) -> dict[str, str]:
@@ -244,20 +250,25 @@ class Remote:
         """Return the commit id of ``branch`` (None: no such ref) and, on S3, the ref object's ETag."""
         p = self.path(REFS, branch)
         with self.io(f"reading branch {branch}"):
-            if self.is_s3:
-                got = self._s3_get(p)
-                data, etag = got if got is not None else (None, None)
-            else:
-                try:
-                    data, etag = self.fs.cat_file(p), None
-                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                    data = None
+            data, etag = self._get(p)
         if data is None:
+            self._etags[branch] = (None, None)
             return None, None
         id = data.decode("ascii", "replace").strip()
         if not is_object_id(id):
             raise StoreError(f"remote {self.name}: ref file {p} is damaged: expected a commit id, found {id[:80]!r}")
+        self._etags[branch] = (id, etag)
         return id, etag
+
+    def _get(self, p: str) -> tuple[bytes | None, str | None]:
+        """Return the bytes of remote file ``p`` (None if there is none) and, on S3, its ETag: one request."""
+        if self.is_s3:
+            got = self._s3_get(p)
+            return got if got is not None else (None, None)
+        try:
+            return self.fs.cat_file(p), None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None, None
 
     def get_commit(self, id: str) -> Commit:
         """Read commit ``id`` from the remote and check it hashes to its id.
@@ -266,13 +277,12 @@ class Remote:
             StoreError: If it is missing, unreadable or does not hash to ``id``.
         """
         p = self.commit_path(id)
+        with self.io(f"reading commit {id}"):
+            data = self._get(p)[0]
+        if data is None:
+            raise StoreError(f"remote {self.name}: commit {id} is missing ({p})")
         try:
-            with self.io(f"reading commit {id}"):
-                fields = json.loads(self.fs.cat_file(p))
-        except StoreError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise StoreError(f"remote {self.name}: commit {id} is missing ({p})") from None
-            raise
+            fields = json.loads(data)
         except ValueError as exc:
             raise StoreError(f"remote {self.name}: commit {id} at {p} is corrupt: {exc}") from None
         if not isinstance(fields, dict) or "id" in fields or commit_id(fields) != id:
@@ -309,12 +319,19 @@ class Remote:
         """Refuse, with a one-line error, a remote whose refs cannot move by compare-and-swap.
 
         Raises:
-            StoreError: If the remote is neither a directory nor S3.
+            StoreError: If the remote is neither a directory nor S3, or a directory remote's
+                parent folder does not exist.
         """
         if not (self.is_local or self.is_s3):
             raise StoreError(
                 f"remote {self.name}: cannot push to {self.url}: {'/'.join(_protocols(self.fs))} has no "
                 "conditional write to move refs safely; push to a directory or S3 remote (fetching works)"
+            )
+        parent = os.path.dirname(self.root)
+        if self.is_local and not os.path.isdir(parent):  # a typo, or a share that is not mounted
+            raise StoreError(
+                f"remote {self.name}: cannot push to {self.url}: folder {parent} does not exist "
+                "(is the share mounted? a new remote folder is created only inside an existing one)"
             )
 
     def swap_ref(self, branch: str, new: str, *, expected: str | None, message: str) -> None:
@@ -337,7 +354,11 @@ class Remote:
         data = f"{new}\n".encode()
         with self.io(f"moving branch {branch}"):
             if self.is_s3:
-                old, etag = self._read_ref(branch)
+                # The ETag of the version we last read, if that is the one the caller built on
+                # (saves a request); a newer version makes S3 refuse the write anyway.
+                old, etag = self._etags.get(branch, (None, None))
+                if old != expected or (old is not None and etag is None):
+                    old, etag = self._read_ref(branch)
                 self._check_expected(branch, old, expected)
                 self._s3_put_if(self.path(REFS, branch), data, etag)
             else:
@@ -426,6 +447,7 @@ class Remote:
                 f.flush()
                 os.fsync(f.fileno())
                 n = f.tell()
+            os.chmod(tmp, 0o444)  # readable by the team (mkstemp makes 0600); written once, replaced by rename
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from rewardkit.store.gc import used_objects
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import ObjectStore, canonical_json
 from rewardkit.store.refs import HEADS, REMOTES, check_ref_name
-from rewardkit.store.remote.location import Remote
+from rewardkit.store.remote.location import Listing, Remote
 
 if TYPE_CHECKING:
     from rewardkit.store.repository import Repository
@@ -127,6 +127,8 @@ def push(
         StoreError: If a branch does not exist, a local object is damaged, or the remote
             cannot be reached or takes no pushes (one line).
     """
+    if isinstance(branches, str):  # push(repo, remote, "main"): one branch, not four of one letter
+        branches = [branches]
     names = list(branches) if branches is not None else [repo.current_branch()]
     if not names:
         raise StoreError("nothing to push: name at least one branch, e.g. main")
@@ -140,10 +142,11 @@ def push(
     remote.check_pushable()
     with remote.io("push"):
         olds = {b: remote.branch(b) for b in heads}
+        local = {c.id: c for c in repo.commits.all()}  # one query; walks below run in memory
         for b, head in heads.items():
-            _check_fast_forward(repo, remote, b, olds[b], head, force)
+            _check_fast_forward(local, remote, b, olds[b], head, force)
         listing = remote.list()
-        new = [c for c in repo.commits.walk(heads.values(), lineage=True) if c.id not in listing.commits]
+        new = [local[id] for id in _reachable(local, heads.values(), lineage=True) if id not in listing.commits]
         ids = sorted(used_objects(repo.objects, new) - listing.objects.keys())
         sizes = {id: repo.objects.stored_size(id) for id in ids}
         if progress is not None:
@@ -165,11 +168,32 @@ def push(
     return TransferReport(commits=len(new), objects=len(ids), bytes=sum(sizes.values()), refs=refs)
 
 
-def _check_fast_forward(repo: Repository, remote: Remote, branch: str, old: str | None, new: str, force: bool) -> None:
+def _check_fast_forward(
+    local: dict[str, Commit], remote: Remote, branch: str, old: str | None, new: str, force: bool
+) -> None:
     if force or old is None or old == new:
         return
-    if not repo.commits.has(old) or old not in {c.id for c in repo.commits.walk([new])}:
+    if old not in _reachable(local, [new], lineage=False):
         raise RefMovedError(f"remote {branch} moved: pull and merge (remote {remote.name} has {old[:12]})")
+
+
+def _reachable(commits: dict[str, Commit], ids: Iterable[str], *, lineage: bool) -> set[str]:
+    """Return the ids reachable from ``ids`` in ``commits`` through parents (and adapter bases with ``lineage``).
+
+    Raises:
+        StoreError: If a commit on the way is not in ``commits`` (a damaged history: run fsck).
+    """
+    seen: set[str] = set()
+    todo = list(ids)
+    while todo:
+        id = todo.pop()
+        if id in seen:
+            continue
+        if id not in commits:
+            raise StoreError(f"commit {id} is not in the repository (a damaged history: run rewardkit fsck)")
+        seen.add(id)
+        todo.extend([*commits[id].parents, *(commits[id].base_commits() if lineage else ())])
+    return seen
 
 
 def fetch(
@@ -205,21 +229,23 @@ def fetch(
             commit or ref changes locally then; the objects already verified stay, so the
             next fetch resumes.
     """
+    if isinstance(branches, str):
+        branches = [branches]
     with remote.io("fetch"):
-        heads = remote.branches()
+        if branches is None:
+            heads = remote.branches()
+        else:  # read just these refs: no listing
+            named = {b: remote.branch(b) for b in branches}
+            heads = {b: id for b, id in named.items() if id is not None}
         if not heads and not remote.fs.exists(remote.root):
             raise StoreError(f"remote {remote.name}: no repository at {remote.url} (nothing pushed there yet?)")
-        if branches is not None:
-            unknown = [b for b in branches if b not in heads]
-            if unknown:
-                raise StoreError(
-                    f"remote {remote.name} has no branch {unknown[0]!r} (branches: {', '.join(heads) or 'none'})"
-                )
-            heads = {b: heads[b] for b in branches}
+        if branches is not None and len(heads) < len(named):
+            unknown = next(b for b in named if b not in heads)
+            known = ", ".join(remote.branches()) or "none"
+            raise StoreError(f"remote {remote.name} has no branch {unknown!r} (branches: {known})")
         history, new = _history(repo, remote, heads.values(), jobs)
         wanted = _with_lineage(history, objects_for) if objects_for is not None else set(history)
-        listing = remote.list()
-        with Receiver(repo.objects, remote, listing.objects, jobs) as receiver:
+        with Receiver(repo.objects, remote, jobs) as receiver:
             receiver.get(id for i in sorted(wanted) for id in history[i].object_ids())
             receiver.get(manifest_objects(repo.objects, (history[i] for i in sorted(wanted))), progress)
         for c in sorted(new.values(), key=lambda c: c.created_at):
@@ -240,15 +266,17 @@ def _history(
     """Return (every commit reachable from ``heads`` through parents and lineage, those not local yet).
 
     Remote commits are read a generation at a time through the pool; a local commit's
-    ancestors are local too (fetch adds parents first), so they are read from the database.
+    ancestors are local too (fetch adds parents first), so they come from the database, read
+    once.
     """
     history: dict[str, Commit] = {}
     new: dict[str, Commit] = {}
     frontier = set(heads)
+    known = {c.id: c for c in repo.commits.all()}  # one query; the local part is walked in memory
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rewardkit-transfer") as pool:
         while frontier:
-            local = [i for i in frontier if repo.commits.has(i)]
-            history.update((c.id, c) for c in repo.commits.walk(local, lineage=True))
+            local = [i for i in frontier if i in known]
+            history.update((id, known[id]) for id in _reachable(known, local, lineage=True))
             for c in pool.map(remote.get_commit, sorted(frontier.difference(local))):
                 history[c.id] = new[c.id] = c
             frontier = {p for i in frontier for p in (*history[i].parents, *history[i].base_commits())}
@@ -281,33 +309,60 @@ def manifest_objects(store: ObjectStore, commits: Iterable[Commit]) -> list[str]
     return list(out)
 
 
+class FlatStore(ObjectStore):
+    """An object store in one folder, without the ``ab/`` fan-out: for the few objects in flight.
+
+    Staging a fetch or an fsck this way leaves one folder to remove instead of one per
+    object (removing hundreds of fan-out folders costs more than the download of small objects).
+    """
+
+    def path(self, id: str) -> Path:
+        """Return the file path of object ``id``: ``root/<id>``."""
+        return super().path(id).parent.parent / id
+
+
 class Receiver:
     """Downloads objects into a staging folder, verifies each, and installs it in a store.
 
     Use as a context manager (the staging folder is removed on exit). Attributes ``got`` and
-    ``bytes`` count what was installed.
+    ``bytes`` count what was installed, ``asked`` holds every id asked for.
 
     Args:
         dest: The store to install verified objects in (and whose objects need not travel).
         remote: Where objects come from.
-        sizes: Object id -> size of every object on the remote (:meth:`Remote.list`).
         jobs: Objects downloaded at once.
         problems: If given, a refused or missing object is appended here (one line naming
             it) and the others go on; otherwise the first one raises.
+        listing: The remote's listing if the caller has one; else it is made (once) when the
+            first object is missing from ``dest``.
     """
 
     def __init__(
-        self, dest: ObjectStore, remote: Remote, sizes: dict[str, int], jobs: int, problems: list[str] | None = None
+        self,
+        dest: ObjectStore,
+        remote: Remote,
+        jobs: int,
+        problems: list[str] | None = None,
+        listing: Listing | None = None,
     ) -> None:
-        self.dest, self.remote, self.sizes, self.jobs, self.problems = dest, remote, sizes, jobs, problems
+        self.dest, self.remote, self.jobs, self.problems = dest, remote, jobs, problems
+        self._listing = listing
         self.got: list[str] = []
+        self.asked: set[str] = set()  # every id asked for (delta bases not included)
         self.bytes = 0
         self._progress: Progress | None = None
         self._count = threading.Lock()
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Object id -> size of every object file on the remote (bytes), listed once."""
+        if self._listing is None:
+            self._listing = self.remote.list()
+        return self._listing.objects
+
     def __enter__(self) -> Receiver:
         self._dir = tempfile.TemporaryDirectory(prefix="rewardkit-fetch-")
-        self.staging = ObjectStore(Path(self._dir.name), compress=False)
+        self.staging = FlatStore(Path(self._dir.name), compress=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,6 +379,7 @@ class Receiver:
         """
         todo = []
         for id in dict.fromkeys(ids):
+            self.asked.add(id)
             if self.dest.has(id):
                 continue
             if id in self.sizes:
