@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import io
 import json
+import logging
 import math
 import os
 import platform
@@ -71,6 +73,7 @@ REMOTES = ("dir", "s3")
 TOOLS = ("rewardkit", "dvc")
 LABELS = {"rewardkit": "rewardkit", "dvc": "DVC", "dir": "directory remote", "s3": "moto S3 remote"}
 TARGET_PUSH_VS_CHANGED = 1.05
+ATTEMPTS = 3  # a failed push is tried again (and reported), as a user would
 SMOKE = {"size_gib": 0.005, "versions": 4}
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                   "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -115,17 +118,23 @@ class MotoServer:
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--moto-server", str(self.port)],
-            env=os.environ | {"TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = tmp.parent / "moto.log"  # a file, not a pipe: a full pipe nobody reads would stall the server
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--moto-server", str(self.port)],
+                env=os.environ | {"TMPDIR": str(tmp)}, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 break
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the moto server did not start: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"the moto server did not start: {self.output()}")
             time.sleep(0.1)
+
+    def output(self) -> str:
+        """The end of what the server printed (its errors)."""
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
     def _status(self, key: str) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -363,10 +372,21 @@ class DvcTool:
         """``dvc ARGV`` in this process, in ``cwd`` (DVC's own ``main``, as the command line runs it)."""
         from dvc.cli import main
 
-        with contextlib.chdir(cwd), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            code = main(list(argv))  # -q still prints "2 files pushed" and the like
+        output = io.StringIO()  # its messages, kept for the error: `-q` would hide the errors too
+        # DVC's log handlers hold the stdout/stderr of their set-up; point them here for the call
+        handlers = [h for h in logging.getLogger("dvc").handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.stream for h in handlers]
+        for h in handlers:
+            h.stream = output  # not setStream: it flushes the old stream, which a test may have closed
+        try:
+            with contextlib.chdir(cwd), contextlib.redirect_stdout(output):
+                code = main(list(argv))
+        finally:
+            for h, stream in zip(handlers, streams, strict=True):
+                h.stream = stream
         if code != 0:
-            raise RuntimeError(f"dvc {' '.join(argv)} exited with {code} in {cwd}")
+            said = " | ".join(line.strip() for line in output.getvalue().splitlines() if line.strip())
+            raise RuntimeError(f"dvc {' '.join(argv)} exited with {code} in {cwd}: {said[-1500:]}")
 
     def commit(self, message: str) -> None:
         self.dvc("add", "-q", "model", cwd=self.repo)
@@ -374,7 +394,7 @@ class DvcTool:
         _git("commit", "-q", "-m", message, cwd=self.repo)
 
     def push(self) -> dict:
-        return timed(self.place.server, lambda: self.dvc("push", "-q", cwd=self.repo))[1]
+        return timed(self.place.server, lambda: self.dvc("push", cwd=self.repo))[1]
 
     def drop_local_cache(self) -> None:
         """Delete the pushing repository's cache (the clones do not need it; it saves a chain's worth of disk)."""
@@ -386,7 +406,7 @@ class DvcTool:
 
         def clone() -> None:
             _git("clone", "-q", str(self.repo), str(dest), cwd=self.root)
-            self.dvc("pull", "-q", *(["--all-commits"] if which == "all" else []), cwd=dest)
+            self.dvc("pull", *(["--all-commits"] if which == "all" else []), cwd=dest)
 
         _, op = timed(self.place.server, clone)
         return op | {"bytes_fetched": tree_bytes(dest / ".dvc" / "cache")["apparent"]}, dest / "model" / WEIGHTS
@@ -420,8 +440,8 @@ def bench_pair(kind: str, tool_name: str, scratch: Path, config: Any, base: dict
             write_version(tool.model, state)
             tool.commit(f"v{index}: {version}")
             before = place.listing()
-            op = tool.push()
-            new = moved(before, place.listing())
+            op = attempt(tool.push, f"{kind} {tool_name} push v{index}", server)
+            new = moved(before, place.listing())  # a failed attempt's leftovers count too
             manifest = getattr(tool, "manifests", [None])[-1]
             op |= {"kind": version, "bytes_moved": sum(new.values()), "keys_moved": len(new),
                    "bytes_by_area": by_area(new, manifest)}
@@ -461,6 +481,27 @@ def bench_pair(kind: str, tool_name: str, scratch: Path, config: Any, base: dict
         if server:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def attempt(fn: Any, what: str, server: MotoServer | None = None) -> dict:
+    """``fn()``, tried up to ``ATTEMPTS`` times as a user would rerun a failed push; the failures are kept.
+
+    On a loaded machine the moto server can be slow enough for a client to give up (a 1 GiB
+    multipart upload is joined in the server's memory); the retry is timed alone, and the
+    table's footnote names every failed attempt.
+
+    Raises:
+        RuntimeError: Every attempt failed.
+    """
+    failures = []
+    for _ in range(ATTEMPTS):
+        try:
+            return fn() | {"failed_attempts": failures}
+        except Exception as exc:  # noqa: BLE001 (either tool's error, kept and reported)
+            said = server.output()[-500:].strip() if server else ""
+            failures.append(f"{type(exc).__name__}: {exc}"[-2000:] + (f" | moto's log: {said}" if said else ""))
+            print(f"  {what} failed ({failures[-1][-300:]}); trying again", flush=True)
+    raise RuntimeError(f"{what} failed {ATTEMPTS} times; last: {failures[-1]}")
 
 
 def by_area(new: dict[str, int], manifest: str | None = None) -> dict[str, int]:
@@ -512,6 +553,8 @@ def summarize(results: dict[str, dict[str, dict]], plan: list[str]) -> dict:
             "remote_bytes": {t: tools[t]["remote_bytes"] for t in TOOLS},
             "clones": {t: tools[t]["clones"] for t in TOOLS},
             "server_peak_rss": {t: tools[t]["server_peak_rss"] for t in TOOLS},
+            "failed_attempts": [f"{t} push v{i}: {f}" for t in TOOLS for i, p in enumerate(tools[t]["pushes"])
+                                for f in p.get("failed_attempts", [])],
             "other_cpu_max": max((o["other_cpu"] or 0.0) for t in TOOLS for o in tools[t]["pushes"]
                                  + [c for c in tools[t]["clones"].values() if "seconds" in c]),
             "after_first": {"changed_bytes": changed_later, "rewardkit_bytes": rk_later, "dvc_bytes": dvc_later,
@@ -577,6 +620,8 @@ def report(summary: dict, plan: list[str], info: dict) -> None:
                        _ratio(total_b["rewardkit"] / total_b["dvc"]), "", "", f"{total_s['rewardkit']:.2f}",
                        f"{total_s['dvc']:.2f}", _ratio(total_s["rewardkit"] / total_s["dvc"]))
         console.print(pushes)
+        for failure in s.get("failed_attempts", []):
+            say(f"{kind}: failed attempt, tried again (its time is not in the table): {failure[:400]}")
         reported = sum(v["rewardkit_report_bytes"] for v in s["versions"])
         say(f"{kind}: rewardkit's own TransferReport.bytes, all pushes: {_size(reported)} of object files; the remote "
             f"also got {_size(total_b['rewardkit'] - reported)} of commits, refs and reflog entries")

@@ -73,3 +73,33 @@ def test_unknown_remote_kind_and_smoke_defaults(monkeypatch):
     assert (args.size_gib, args.versions) == (bench.SMOKE["size_gib"], bench.SMOKE["versions"])
     assert bench.parse_args(["--smoke", "--versions", "5"]).versions == 5
     assert bench.parse_args([]).size_gib == 1.0
+
+
+def test_a_failed_push_is_tried_again_and_kept_and_one_that_always_fails_stops_the_run(capsys):
+    calls = []
+
+    def flaky() -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("dvc push exited with 1: ERROR: failed to transfer 'md5: 1f2e'")
+        return {"seconds": 1.0}
+
+    op = bench.attempt(flaky, "s3 dvc push v6")
+    assert op == {"seconds": 1.0, "failed_attempts": ["RuntimeError: dvc push exited with 1: ERROR: failed to "
+                                                      "transfer 'md5: 1f2e'"]}
+    assert "s3 dvc push v6 failed" in capsys.readouterr().out
+
+    def broken() -> dict:
+        raise OSError("connection refused")
+
+    with pytest.raises(RuntimeError, match=f"failed {bench.ATTEMPTS} times; last: OSError: connection refused"):
+        bench.attempt(broken, "s3 rewardkit push v1")
+
+
+@needs_dvc
+def test_a_dvc_error_is_raised_with_what_dvc_said(tmp_path):
+    """``dvc -q`` would hide DVC's own error; the benchmark keeps it for the report."""
+    bench._git("init", "-q", cwd=tmp_path)
+    bench.DvcTool.dvc("init", "-q", cwd=tmp_path)
+    with pytest.raises(RuntimeError, match=r"dvc push exited with 1 in .*: ERROR: .*remote"):
+        bench.DvcTool.dvc("push", cwd=tmp_path)
