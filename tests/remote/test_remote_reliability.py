@@ -118,8 +118,12 @@ def test_two_pushers_one_branch_lose_nothing(kind, make_remote, tmp_path):
         assert fsck_remote(origin).ok
         log = origin.reflog("main")
         assert len(log) == 1 + 2 * ROUNDS and all(e.message == "push" for e in log)
-        for before, after in zip(log, log[1:], strict=False):
-            assert after.old == before.new  # every move built on the one before: nothing overwritten
+        by_old = {e.old: e for e in log}
+        chain, at = [], None
+        while at in by_old:  # every move built on the one before it: nothing was overwritten
+            chain.append(by_old[at])
+            at = by_old[at].new
+        assert len(chain) == len(log) and at == origin.branch("main")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to kill a push cheaply (a fresh interpreter "

@@ -213,6 +213,7 @@ def test_corrupt_object_on_remote_is_refused_naming_it(repo, origin, tiny_tensor
         with pytest.raises(StoreError, match=f"refused object {victim}"):
             fetch(clone, origin)
         assert not clone.objects.has(victim)  # never stored; the verified others stay for a resumed fetch
+        assert not list((clone.path / "objects").rglob(".tmp-*"))  # nor left behind as a temp file
         assert clone.commits.count() == 0
         assert clone.refs.as_dict() == {}
         assert fsck(clone).ok

@@ -295,6 +295,10 @@ class Remote:
     def reflog(self, branch: str) -> list[RemoteReflogEntry]:
         """Return the moves of remote branch ``branch`` (pushes, forced ones marked), oldest first.
 
+        Ordered by the time each pusher recorded (its own clock, just after its move); two
+        pushes to S3 within a few milliseconds may show in either order, but each entry's
+        ``old`` is exactly the ``new`` of the move it replaced (compare-and-swap).
+
         Raises:
             StoreError: If the remote cannot be read, or an entry is damaged.
         """

@@ -8,10 +8,11 @@ its listing and does not send them again), never a ref naming a commit whose obj
 all there.
 
 Fetch reads the commit metadata of the remote branches' whole history, then downloads the
-objects the local store lacks through the pool. Each object is re-hashed in a staging folder
-as it arrives (a delta after its base) and moved into the local store as soon as it is
-verified, so an interrupted fetch or clone resumes where it stopped and downloads nothing
-twice; a corrupt object is refused, naming its id, and never enters the store. Commits are
+objects the local store lacks through the pool. Each object arrives in a temp file beside its
+place in the local store, is re-hashed (a delta after its base is installed) and renamed into
+place as soon as it is verified, so an interrupted fetch or clone resumes where it stopped
+and downloads nothing twice; a corrupt object is refused, naming its id, and never enters
+the store. Commits are
 added after all their objects, and the remote-tracking refs ``refs/remotes/<remote>/<branch>``
 move last.
 """
@@ -19,9 +20,8 @@ move last.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -310,10 +310,10 @@ def manifest_objects(store: ObjectStore, commits: Iterable[Commit]) -> list[str]
 
 
 class FlatStore(ObjectStore):
-    """An object store in one folder, without the ``ab/`` fan-out: for the few objects in flight.
+    """An object store in one folder, without the ``ab/`` fan-out: :func:`fsck_remote`'s scratch store.
 
-    Staging a fetch or an fsck this way leaves one folder to remove instead of one per
-    object (removing hundreds of fan-out folders costs more than the download of small objects).
+    A throwaway store this way leaves one folder to remove instead of one per object (removing
+    hundreds of fan-out folders costs more than downloading small objects).
     """
 
     def path(self, id: str) -> Path:
@@ -321,11 +321,30 @@ class FlatStore(ObjectStore):
         return super().path(id).parent.parent / id
 
 
-class Receiver:
-    """Downloads objects into a staging folder, verifies each, and installs it in a store.
+class _Staged(ObjectStore):
+    """The destination store as seen while objects arrive: a staged object is read from its temp file.
 
-    Use as a context manager (the staging folder is removed on exit). Attributes ``got`` and
-    ``bytes`` count what was installed, ``asked`` holds every id asked for.
+    Objects are downloaded to a temp file (``.tmp-fetch-*``) in the very folder they will be
+    installed in, so installing a verified one is a rename (no copy of gigabytes, no second
+    filesystem), and what a killed fetch leaves is an ordinary temp file that gc removes and
+    fsck notes. Every other id (a delta base already installed) reads from ``dest``.
+    """
+
+    def __init__(self, dest: ObjectStore) -> None:
+        super().__init__(dest.root, compress=False)
+        self.dest = dest
+        self.files: dict[str, Path] = {}  # id -> its temp file, while downloaded but not installed
+
+    def path(self, id: str) -> Path:
+        """Return the temp file of a staged object, else the object's path in ``dest``."""
+        return self.files.get(id) or self.dest.path(id)
+
+
+class Receiver:
+    """Downloads objects, verifies each as it arrives, and installs it in a store at once.
+
+    Use as a context manager (temp files of objects not installed are removed on exit).
+    Attributes ``got`` and ``bytes`` count what was installed, ``asked`` holds every id asked for.
 
     Args:
         dest: The store to install verified objects in (and whose objects need not travel).
@@ -361,12 +380,13 @@ class Receiver:
         return self._listing.objects
 
     def __enter__(self) -> Receiver:
-        self._dir = tempfile.TemporaryDirectory(prefix="rewardkit-fetch-")
-        self.staging = FlatStore(Path(self._dir.name), compress=False)
+        self.staging = _Staged(self.dest)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._dir.cleanup()
+        for tmp in list(self.staging.files.values()):
+            tmp.unlink(missing_ok=True)
+        self.staging.files.clear()
 
     def get(self, ids: Iterable[str], progress: Progress | None = None) -> None:
         """Receive every object of ``ids`` (and its delta base) that ``dest`` lacks.
@@ -448,68 +468,45 @@ class Receiver:
 
     def _download(self, id: str) -> str | None:
         """Download object ``id``; verify and install it unless it waits for a delta base (returned)."""
-        p = self.staging.path(id)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        final = self.dest.path(id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f"{TMP_PREFIX}fetch-{uuid.uuid4().hex}"
+        self.staging.files[id] = tmp
         try:
-            self.remote.fs.get_file(self.remote.object_path(id), str(p))  # streamed, not held in memory
+            self.remote.fs.get_file(self.remote.object_path(id), str(tmp))  # streamed, not held in memory
         except FileNotFoundError:
             raise self._missing(id) from None
         try:
             deps = self.staging.dependencies(id)
         except StoreError as exc:
+            self._discard(id)
             raise self._refused(id, exc) from None
         if deps and not self.dest.has(deps[0]):
             return deps[0]
         return self._verify_and_install(id)
 
     def _verify_and_install(self, id: str) -> None:
-        """Re-hash the staged object ``id`` (decoding a delta against its local base), then install it."""
-        for base in self.staging.dependencies(id):
-            if not self.staging.has(base):  # a verified base lives in the local store: link it in to decode
-                _place(self.dest.path(base), self.staging.path(base), move=False)
+        """Re-hash the staged object ``id`` (a delta decodes against its installed base), then install it."""
         try:
             self.staging.get_payload(id, verify=True)
         except StoreError as exc:
+            self._discard(id)
             raise self._refused(id, exc) from None
-        size = self.staging.stored_size(id)
-        _place(self.staging.path(id), self.dest.path(id), move=True)
+        tmp, final = self.staging.files[id], self.dest.path(id)
+        size = tmp.stat().st_size
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)  # an existing copy (a concurrent fetch) is the same bytes
+        del self.staging.files[id]
+        fsync_dir(final.parent)
         with self._count:
             self.got.append(id)
             self.bytes += size
         if self._progress is not None:
             self._progress.advance(size)
 
-
-def _place(src: Path, dst: Path, *, move: bool) -> None:
-    """Put a copy of the object file ``src`` at ``dst`` durably (temp, fsync, rename), read-only.
-
-    Moves (``move``) or hard-links the file when both are on one filesystem, else copies.
-    """
-    if dst.exists():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if not move:
-        try:
-            os.link(src, dst)
-            return
-        except FileExistsError:
-            return
-        except OSError:
-            pass
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=TMP_PREFIX)
-    os.close(fd)
-    try:
-        try:
-            if not move:
-                raise OSError("copy")
-            os.replace(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(dst.parent)
+    def _discard(self, id: str) -> None:
+        tmp = self.staging.files.pop(id, None)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
