@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: main test bench bench-score bench-store lint
+.PHONY: main test bench bench-score bench-store bench-remote lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench-score: $(STAMP)  ## texts/s of `score --data` (see bench/README.md)
 
 bench-store: $(STAMP)  ## rewardkit's store against DVC, MLflow and cp: 10 versions of a 1 GiB model (see bench/README.md)
 	$(BIN)/python bench/store_vs_dvc_mlflow.py --merge --json bench/store_vs_dvc_mlflow.json
+
+bench-remote: $(STAMP)  ## push and clone to a directory and a moto S3 remote, rewardkit against DVC: 10 versions of a 1 GiB model (see bench/README.md)
+	nice $(BIN)/python bench/remote_vs_dvc.py --json bench/remote_vs_dvc.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
