@@ -108,7 +108,10 @@ def as_tensor(name: str, values: Any, device: torch.device | str | None = None) 
     Raises:
         DataError: A NaN or infinite value; the message names ``name`` and the first bad row.
     """
-    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    if not isinstance(values, torch.Tensor):
+        array = np.asarray(values)
+        values = torch.as_tensor(array if array.flags.writeable else array.copy())
+    tensor = values
     if tensor.dtype.is_floating_point:
         check_finite(name, tensor)
         tensor = tensor.float()
