@@ -23,6 +23,7 @@ from rewardkit.models import (
 from rewardkit.models.normalization import RunningNormalizer
 from rewardkit.models.spaces import encode_actions
 from rewardkit.store import Repository
+from rewardkit.store.diff import diff_commits
 
 SMALL = {"hidden_sizes": (8, 8)}
 
@@ -174,6 +175,21 @@ def test_commit_and_checkout_give_bit_identical_tensors(tmp_path):
     loaded = load_reward_model(out)
     assert isinstance(loaded, StateActionRewardModel)
     assert_bit_identical(model.state_dict(), loaded.state_dict())
+
+
+def test_diff_compares_two_versions_tensor_by_tensor(tmp_path):
+    """A trained version against its start: weights and normaliser buffers changed, the reward buffers not."""
+    from rewardkit.training.regression import fit_regression
+
+    model = discrete_model()
+    with Repository.init(tmp_path / "repo") as repo:
+        first = repo.commit_dir(model.save(tmp_path / "v1"), "fresh")
+        obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        fit_regression(model, obs, np.arange(64) % 4, obs[:, 0], epochs=1, batch_size=16, lr=1e-2, seed=0)
+        second = repo.commit_dir(model.save(tmp_path / "v2"), "trained")
+        status = {t.name: t.status for t in diff_commits(repo, first, second).tensors}
+    assert status["mlp.0.weight"] == status["obs_norm.mean"] == status["obs_norm.count"] == "changed"
+    assert status["reward_norm.mean"] == "unchanged"
 
 
 def test_load_reward_model_dispatches_on_model_type(tmp_path):

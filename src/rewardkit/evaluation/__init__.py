@@ -1,5 +1,6 @@
-"""Reward-model evaluation: pairwise accuracy with bootstrap CI, per-group tables, calibration."""
+"""Reward-model evaluation: pairwise accuracy with bootstrap CI, per-group tables, calibration, EPIC distance."""
 
+from rewardkit.evaluation.epic import EpicResult, epic_distance
 from rewardkit.evaluation.evaluate import (
     EvalReport,
     GroupStats,
@@ -12,9 +13,11 @@ from rewardkit.evaluation.metrics import bootstrap_ci, longer_wins, pairwise_cor
 from rewardkit.evaluation.plots import plot_reliability
 
 __all__ = [
+    "EpicResult",
     "EvalReport",
     "GroupStats",
     "bootstrap_ci",
+    "epic_distance",
     "evaluate_model",
     "evaluate_with_rewards",
     "longer_wins",

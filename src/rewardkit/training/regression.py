@@ -32,6 +32,7 @@ def fit_regression(
     seed: int,
     tasks: np.ndarray | None = None,
     weight_decay: float = 0.0,
+    update_normalizer: bool = True,
 ) -> list[float]:
     """Fit ``model`` to rewards by mean squared error; updates the observation normaliser first.
 
@@ -49,6 +50,9 @@ def fit_regression(
         seed: Seed of the minibatch order.
         tasks: ``(n,)`` task ids or ``(n, task_param_dim)`` parameters, for task-conditioned models.
         weight_decay: Adam's L2 penalty.
+        update_normalizer: Fold the training observations into the model's normaliser
+            before training; ``False`` keeps a stored model's statistics (fine-tuning a
+            transferred model, whose weights were trained under them).
 
     Returns:
         Mean training loss of each epoch (``epochs`` floats).
@@ -65,7 +69,8 @@ def fit_regression(
     n = check_rows(tensors)
     if tensors["rews"].dim() != 1:
         raise DataError(f"rews has shape {tuple(tensors['rews'].shape)}; expected ({n},), one reward per transition")
-    model.update_obs_normalizer(tensors["obs"])
+    if update_normalizer:
+        model.update_obs_normalizer(tensors["obs"])
     return train_epochs(model, tensors, _mse, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                         weight_decay=weight_decay)
 

@@ -114,6 +114,7 @@ def fit_preferences(
     seed: int,
     tasks: np.ndarray | None = None,
     weight_decay: float = 0.0,
+    update_normalizer: bool = True,
 ) -> list[float]:
     """Fit ``model`` to preference labels between segment pairs; updates the observation normaliser first.
 
@@ -128,6 +129,9 @@ def fit_preferences(
         seed: Seed of the minibatch order.
         tasks: ``(M,)`` task ids or ``(M, task_param_dim)``, for task-conditioned models.
         weight_decay: Adam's L2 penalty.
+        update_normalizer: Fold the training observations into the model's normaliser
+            before training; ``False`` keeps a stored model's statistics (fine-tuning a
+            transferred model, whose weights were trained under them).
 
     Returns:
         Mean training loss of each epoch.
@@ -149,8 +153,8 @@ def fit_preferences(
         raise DataError("prefs must be one label per pair in [0, 1] (1: first segment preferred, 0.5: equal); "
                         f"got shape {tuple(labels.shape)}, range {float(labels.min()):g}..{float(labels.max()):g}")
     tensors["prefs"] = labels
-    a_obs = tensors["a.obs"]
-    model.update_obs_normalizer(torch.cat([a_obs.flatten(0, 1), tensors["b.obs"].flatten(0, 1)]))
+    if update_normalizer:
+        model.update_obs_normalizer(torch.cat([tensors["a.obs"].flatten(0, 1), tensors["b.obs"].flatten(0, 1)]))
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return segment_bradley_terry_loss(model, _Pairs(batch, "a"), _Pairs(batch, "b"), batch["prefs"],
