@@ -84,6 +84,9 @@ def test_observation_normaliser_matches_numpy_and_is_a_buffer():
     np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-10)
     np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-10)
     assert float(norm.count) == 1000
+    rewards = RunningNormalizer(())  # scalar statistics, as the reward normaliser keeps them
+    rewards.update(torch.tensor([1.0, 3.0]))
+    assert torch.allclose(rewards(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([-1.0, 0.0, 1.0]))
     model = discrete_model()
     model.update_obs_normalizer(data)
     assert {"obs_norm.mean", "obs_norm.var", "obs_norm.count"} <= set(model.state_dict())
@@ -289,6 +292,21 @@ def test_ensemble_saved_as_one_file_with_member_prefixes(tmp_path):
         "rewardkit-ensemble", 3, "rewardkit-state-action")
     loaded = load_reward_model(folder)
     assert_bit_identical(ensemble.state_dict(), loaded.state_dict())
+
+
+def test_ensemble_of_task_conditioned_members(tmp_path):
+    config = TaskConditionedConfig(obs_dim=3, action_kind="discrete", action_dim=4, n_tasks=2, **SMALL)
+    state = torch.random.get_rng_state()
+    ensemble = RewardEnsemble.from_config(config, 2, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeding members leaves the global RNG alone
+    assert torch.equal(ensemble.state_dict()["members.0.mlp.0.weight"],
+                       RewardEnsemble.from_config(config, 2, seed=5).state_dict()["members.0.mlp.0.weight"])
+    loaded = load_reward_model(ensemble.save(tmp_path / "ens"))
+    assert isinstance(loaded.members[1], TaskConditionedRewardModel)
+    obs, acts = np.zeros((3, 3), np.float32), np.array([0, 1, 2])
+    mean, std = loaded.score_mean_std(obs, acts, task=1)
+    assert mean.shape == std.shape == (3,)
+    assert np.array_equal(mean, ensemble.score(obs, acts, task=1))
 
 
 def test_ensemble_refuses_mixed_members():

@@ -12,8 +12,10 @@ rewards over transitions ``(s, a, s') ~ D`` (Definition 4.2). It lies in [0, 1]:
 equivalent rewards, 1 for a reward and its negation.
 
 The expectations are estimated from ``m`` samples of D_S and D_A (the sample-based
-canonicalisation of imitation's ``epic.sample_canon_shaping``); because both rewards see
-the same samples, shaping cancels exactly, not only in expectation. The interval is a
+canonicalisation of the authors' ``evaluating_rewards.distances.epic_sample.sample_canon_shaping``,
+HumanCompatibleAI/evaluating-rewards); because both rewards see the same samples, shaping
+cancels exactly, not only in expectation. As there, episodes are treated as never ending
+(EPIC is defined on infinite-horizon MDPs): ``terminated`` plays no part. The interval is a
 percentile bootstrap over the ``n`` Pearson transitions, the canonical values held fixed.
 Rewards are plain callables ``R(obs, acts, next_obs) -> (n,) array``, so a model's
 ``score`` and a ground-truth function go in alike.
@@ -156,7 +158,10 @@ def canonicalize(
 
 
 def pearson_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """``sqrt((1 − ρ) / 2)`` with ρ the Pearson correlation of ``x`` and ``y`` (both ``(n,)``); in [0, 1]."""
+    """``sqrt((1 − ρ) / 2)`` with ρ the Pearson correlation of ``x`` and ``y`` (both ``(n,)``); in [0, 1].
+
+    NaN when either is constant (ρ undefined); :func:`epic_distance` refuses that case first.
+    """
     rho = float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
     return float(np.sqrt((1.0 - rho) / 2.0))
 

@@ -56,14 +56,19 @@ class RewardEnsemble(nn.Module):
 
     @classmethod
     def from_config(cls, config: StateActionConfig, n_members: int, *, seed: int | None = None) -> RewardEnsemble:
-        """``n_members`` fresh members of the class ``config`` belongs to, seeded ``seed + k`` when given."""
+        """``n_members`` fresh members of the class ``config`` belongs to.
+
+        With ``seed``, member ``k`` is initialised from seed ``seed + k`` (the global torch
+        RNG is left as it was); without, from the global RNG in turn.
+        """
         member_class = (TaskConditionedRewardModel if isinstance(config, TaskConditionedConfig)
                         else StateActionRewardModel)
         members = []
         for k in range(n_members):
-            if seed is not None:
-                torch.manual_seed(seed + k)
-            members.append(member_class(config))
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed + k)
+                members.append(member_class(config))
         return cls(members)
 
     @property
