@@ -148,6 +148,11 @@ def test_for_spaces():
         StateActionRewardModel.for_spaces(spaces.Box(-1, 1, (4,)), spaces.MultiDiscrete([2, 2]))
     with pytest.raises(ModelError, match="observation space"):
         StateActionRewardModel.for_spaces(spaces.Discrete(3), spaces.Discrete(2))
+    model.check_spaces(spaces.Box(-1, 1, (6,)), spaces.Box(-1, 1, (2,)))
+    with pytest.raises(ModelError, match=r"observation space .* has 4 values, but the reward model takes 6"):
+        model.check_spaces(spaces.Box(-1, 1, (4,)), spaces.Box(-1, 1, (2,)))
+    with pytest.raises(ModelError, match="is discrete with 2 actions, but the reward model takes continuous"):
+        model.check_spaces(spaces.Box(-1, 1, (6,)), spaces.Discrete(2))
 
 
 # -- saving, loading, the store ----------------------------------------------------------------------------------

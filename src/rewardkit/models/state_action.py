@@ -162,6 +162,23 @@ class StateActionRewardModel(nn.Module):
         return cls(cls.config_class(obs_dim=observation_dim(observation_space), action_kind=kind,
                                     action_dim=action_dim, **kw))
 
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        """Refuse an environment whose spaces this model cannot score (before any roll-out).
+
+        Raises:
+            ModelError: Names the environment's space and what the model was built for.
+        """
+        c = self.config
+        obs_dim = observation_dim(observation_space)
+        if obs_dim != c.obs_dim:
+            raise ModelError(f"the environment's observation space {observation_space} has {obs_dim} values, but "
+                             f"the reward model takes {c.obs_dim}: it was trained on another environment")
+        kind, action_dim = action_encoding(action_space)
+        if (kind, action_dim) != (c.action_kind, c.action_dim):
+            raise ModelError(f"the environment's action space {action_space} is {kind} with {action_dim} "
+                             f"{'actions' if kind == 'discrete' else 'values'}, but the reward model takes "
+                             f"{c.action_kind} actions of width {c.action_dim}: it was trained on another environment")
+
     @property
     def input_dim(self) -> int:
         """Width of the MLP's input: observation, encoded action, next observation if used."""
