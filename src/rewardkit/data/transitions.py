@@ -165,7 +165,7 @@ def _kind_of(record: Record) -> tuple[str, str]:
 # Checks
 
 
-def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str) -> dict[str, np.ndarray]:
+def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str, prefix: str = "") -> dict[str, np.ndarray]:
     """Check and normalise the arrays of a transitions or segments record.
 
     Args:
@@ -174,6 +174,8 @@ def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str) -> dict[st
             are ignored.
         kind: ``"transitions"`` (leading dimension N) or ``"segments"`` (leading ``(M, L)``).
         where: What to name in messages: a file path, or the record type.
+        prefix: Put before field names in messages (``"fragments1."`` for a record stored
+            inside a larger file).
 
     Returns:
         The arrays with normalised dtypes (float32 observations and rewards, int64 or float32
@@ -190,38 +192,38 @@ def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str) -> dict[st
     out: dict[str, np.ndarray] = {}
     for name in names:
         if name not in arrays or arrays[name] is None:
-            raise DataError(f"{where}: field '{name}' is missing; {kind} need the fields {', '.join(names)}")
-        out[name] = _normalise_dtype(np.asarray(arrays[name]), name, where)
+            raise DataError(f"{where}: field '{prefix}{name}' is missing; {kind} need the fields {', '.join(names)}")
+        out[name] = _normalise_dtype(np.asarray(arrays[name]), name, where, prefix)
     for name, array in out.items():
         exact = name == "rews" or name in _FLAG_FIELDS
         if array.ndim < lead or (exact and array.ndim != lead):
             want = ("(M, L)" if lead == 2 else "(N,)") if exact else ("(M, L, ...)" if lead == 2 else "(N, ...)")
-            raise DataError(f"{where}: field '{name}' has shape {array.shape}; expected {want}")
+            raise DataError(f"{where}: field '{prefix}{name}' has shape {array.shape}; expected {want}")
     reference = out["obs"]
     for name, array in out.items():
         if array.shape[0] != reference.shape[0]:
             first = min(array.shape[0], reference.shape[0])
             raise DataError(
-                f"{where}: field '{name}' row {first}: has {array.shape[0]} rows but 'obs' has "
+                f"{where}: field '{prefix}{name}' row {first}: has {array.shape[0]} rows but '{prefix}obs' has "
                 f"{reference.shape[0]}; every field needs one row per {kind[:-1]}"
             )
         if lead == 2 and array.shape[1] != reference.shape[1]:
             raise DataError(
-                f"{where}: field '{name}' row 0: segments of length {array.shape[1]} but 'obs' has length "
-                f"{reference.shape[1]}; every field of a segment needs the same number of steps"
+                f"{where}: field '{prefix}{name}' row 0: segments of length {array.shape[1]} but '{prefix}obs' "
+                f"has length {reference.shape[1]}; every field of a segment needs the same number of steps"
             )
     if out["next_obs"].shape[lead:] != reference.shape[lead:]:
         raise DataError(
-            f"{where}: field 'next_obs' row 0: observations of shape {out['next_obs'].shape[lead:]} but 'obs' "
-            f"has {reference.shape[lead:]}; both come from the same observation space"
+            f"{where}: field '{prefix}next_obs' row 0: observations of shape {out['next_obs'].shape[lead:]} but "
+            f"'{prefix}obs' has {reference.shape[lead:]}; both come from the same observation space"
         )
     for name, array in out.items():
         if array.dtype.kind == "f":
-            _check_finite(array, name, where, lead)
+            _check_finite(array, prefix + name, where, lead)
     return out
 
 
-def _normalise_dtype(array: np.ndarray, name: str, where: str) -> np.ndarray:
+def _normalise_dtype(array: np.ndarray, name: str, where: str, prefix: str) -> np.ndarray:
     kind = array.dtype.kind
     if name in _FLAG_FIELDS:
         if kind == "b":
@@ -230,13 +232,15 @@ def _normalise_dtype(array: np.ndarray, name: str, where: str) -> np.ndarray:
             return array.astype(bool)
         if kind in "iu":
             bad = np.flatnonzero(~np.isin(array, (0, 1)))[0]
-            raise DataError(f"{where}: field '{name}' row {bad}: value {array.ravel()[bad]}; expected a boolean (0/1)")
+            raise DataError(
+                f"{where}: field '{prefix}{name}' row {bad}: value {array.ravel()[bad]}; expected a boolean (0/1)"
+            )
         if array.size == 0:
             return array.astype(bool)
-        raise DataError(f"{where}: field '{name}' has dtype {array.dtype}; expected bool")
+        raise DataError(f"{where}: field '{prefix}{name}' has dtype {array.dtype}; expected bool")
     if kind not in "iuf":
         raise DataError(
-            f"{where}: field '{name}' has dtype {array.dtype}; expected numbers "
+            f"{where}: field '{prefix}{name}' has dtype {array.dtype}; expected numbers "
             f"({'int64 or float32' if name == 'acts' else 'float32'})"
         )
     if name == "acts" and kind in "iu":
