@@ -313,3 +313,19 @@ def test_segments_tile_each_episode_and_copy_the_steps() -> None:
 def test_explicit_start_crossing_an_episode_end_is_refused() -> None:
     with pytest.raises(ConfigError, match="segment start 3: steps 3..5 cross an episode end"):
         segments_from_transitions(make_transitions(ends=(4, 11)), 3, starts=np.array([0, 3]))
+
+
+def test_importing_rewardkit_data_leaves_numpy_for_first_use() -> None:
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import sys, rewardkit.data as d",
+            "before = 'numpy' in sys.modules",
+            "d.Transitions",
+            "print(before, 'numpy' in sys.modules)",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
