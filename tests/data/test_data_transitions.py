@@ -329,3 +329,17 @@ def test_importing_rewardkit_data_leaves_numpy_for_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_image_like_observations_keep_their_shape(tmp_path: Path, suffix: str) -> None:
+    t = make_transitions(discrete=False)
+    arrays = arrays_of(t)
+    arrays["obs"] = np.arange(N * 6, dtype=np.float32).reshape(N, 2, 3)
+    arrays["next_obs"] = arrays["obs"] + 1
+    wide = Transitions(**arrays)
+    back = load_transitions(save_transitions(wide, tmp_path / f"t{suffix}"))
+    assert back.obs.shape == (N, 2, 3) and back.acts.shape == (N, 2)
+    np.testing.assert_array_equal(back.next_obs, wide.next_obs)
+    segments = segments_from_transitions(wide, 3)
+    assert load_segments(save_segments(segments, tmp_path / f"s{suffix}")).obs.shape == (len(segments), 3, 2, 3)
