@@ -343,3 +343,11 @@ def test_image_like_observations_keep_their_shape(tmp_path: Path, suffix: str) -
     np.testing.assert_array_equal(back.next_obs, wide.next_obs)
     segments = segments_from_transitions(wide, 3)
     assert load_segments(save_segments(segments, tmp_path / f"s{suffix}")).obs.shape == (len(segments), 3, 2, 3)
+
+
+def test_empty_record_with_integer_flags() -> None:
+    arrays = {k: v[:0] for k, v in arrays_of(make_transitions()).items()}
+    arrays["terminated"] = np.zeros(0, dtype=np.int64)
+    empty = Transitions(**arrays)
+    assert len(empty) == 0 and empty.terminated.dtype == bool
+    assert segment_starts(empty, 2).size == 0 and len(segments_from_transitions(empty, 2)) == 0

@@ -226,18 +226,17 @@ def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str, prefix: st
 def _normalise_dtype(array: np.ndarray, name: str, where: str, prefix: str) -> np.ndarray:
     kind = array.dtype.kind
     if name in _FLAG_FIELDS:
-        if kind == "b":
-            return array
-        if kind in "iu" and array.size and np.isin(array, (0, 1)).all():
-            return array.astype(bool)
-        if kind in "iu":
-            bad = np.flatnonzero(~np.isin(array, (0, 1)))[0]
+        if kind == "b" or array.size == 0:
+            return array.astype(bool, copy=False)
+        if kind not in "iu":
+            raise DataError(f"{where}: field '{prefix}{name}' has dtype {array.dtype}; expected bool")
+        bad = np.flatnonzero(~np.isin(array, (0, 1)))
+        if bad.size:
+            index = np.unravel_index(bad[0], array.shape)
             raise DataError(
-                f"{where}: field '{prefix}{name}' row {bad}: value {array.ravel()[bad]}; expected a boolean (0/1)"
+                f"{where}: field '{prefix}{name}' row {index[0]}: value {array[index]}; expected a boolean (0/1)"
             )
-        if array.size == 0:
-            return array.astype(bool)
-        raise DataError(f"{where}: field '{prefix}{name}' has dtype {array.dtype}; expected bool")
+        return array.astype(bool)
     if kind not in "iuf":
         raise DataError(
             f"{where}: field '{prefix}{name}' has dtype {array.dtype}; expected numbers "
