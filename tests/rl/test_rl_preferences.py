@@ -131,6 +131,8 @@ def test_mistake_rate_flips_about_epsilon() -> None:
     probabilities, _ = SyntheticGatherer(beta=1.0, mistake_rate=0.2, sample=False).label(f1, f2)
     exact = 1 / (1 + np.exp(-(f1.rews.sum(1) - f2.rews.sum(1))))
     np.testing.assert_allclose(probabilities, 0.2 * (1 - exact) + 0.8 * exact, rtol=1e-5)
+    expected, _ = SyntheticGatherer(mistake_rate=0.2, sample=False).label(f1, f2)  # beta inf: no draws at all
+    np.testing.assert_allclose(expected, np.where(truth == 1, 0.8, 0.2), rtol=1e-6)
 
 
 def test_rationality_beta() -> None:

@@ -120,7 +120,8 @@ class SyntheticGatherer:
     1. skip: if ``skip_threshold`` is set and both R1 and R2 are below it, the pair is not
        asked about (dropped; B-Pref skips queries where neither segment shows anything);
     2. label: P(1 ≻ 2) = ``σ(β (R1_γ − R2_γ))``; with ``sample`` the label is drawn from it
-       (0 or 1), else the probability is the label; β = inf gives 1, 0, or 0.5 on an exact tie;
+       (0 or 1), else the probability is the label; β = inf gives 1, 0, or 0.5 on an exact tie
+       (imitation's temperature 0), without drawing;
     3. mistake: each label is flipped (``1 − label``) with probability ``mistake_rate``
        (without ``sample``: the probability becomes ``ε (1 − p) + (1 − ε) p``);
     4. equal: if ``|R1 − R2| < equal_threshold`` the label is 0.5 (both equally preferable).
@@ -187,15 +188,12 @@ class SyntheticGatherer:
             kept = np.maximum(returns1, returns2) >= self.skip_threshold
         equal = np.abs(returns1 - returns2) < self.equal_threshold
         probs = preference_probability(fragments1.returns(self.gamma) - fragments2.returns(self.gamma), self.beta)
-        if self.sample and not math.isinf(self.beta):
-            labels = (self.rng.random(len(probs)) < probs).astype(np.float64)
-        else:
-            labels = probs
-        if self.sample or math.isinf(self.beta):
+        if self.sample:
+            labels = probs if math.isinf(self.beta) else (self.rng.random(len(probs)) < probs).astype(np.float64)
             flip = self.rng.random(len(labels)) < self.mistake_rate
             labels = np.where(flip, 1 - labels, labels)
         else:
-            labels = self.mistake_rate * (1 - labels) + (1 - self.mistake_rate) * labels
+            labels = self.mistake_rate * (1 - probs) + (1 - self.mistake_rate) * probs
         labels = np.where(equal, 0.5, labels)
         return labels[kept].astype(np.float32), kept
 
