@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -48,7 +49,8 @@ class PreferenceComparisons:
         candidate_oversampling: With disagreement selection, candidate pairs per query.
         initial_comparison_frac: Share of the queries asked before the agent trains.
         n_envs: Environments stepped together (PPO and the query roll-outs).
-        n_steps: Steps per environment in each PPO roll-out.
+        n_steps: Steps per environment in each PPO roll-out, at most (lowered so that a round of
+            agent training is at least one roll-out).
         reward_epochs: Passes over all labels at each reward-model update.
         reward_lr: Adam learning rate of the reward model.
         reward_batch_size: Pairs per reward-model step.
@@ -80,7 +82,7 @@ class PreferenceComparisons:
         if self.fragment_length < 1:
             raise ConfigError(f"fragment length {self.fragment_length}: must be at least 1")
         self.reward = RecordingReward(self.reward_model)
-        self.agent = make_ppo(self.env_id, self.reward, seed=self.seed, n_envs=self.n_envs, n_steps=self.n_steps)
+        self.agent: Any = None
         self.fragmenter = Fragmenter(seed=self.seed)
 
     @property
@@ -110,6 +112,9 @@ class PreferenceComparisons:
                               f"{n_iterations}: each must be at least 1")
         schedule = query_schedule(total_comparisons, n_iterations, initial_fraction=self.initial_comparison_frac)
         steps = np.diff(np.linspace(0, total_timesteps, n_iterations + 1).round().astype(int))
+        # PPO learns whole roll-outs: a roll-out no longer than a round keeps each round (and the total) in budget
+        n_steps = max(1, min(self.n_steps, int(steps.min()) // self.n_envs))
+        self.agent = make_ppo(self.env_id, self.reward, seed=self.seed, n_envs=self.n_envs, n_steps=n_steps)
         recorder = ReturnCurves(self.seed, self.reward, queries=lambda: self.n_queries)
         for round_, n_queries in enumerate(schedule):
             if n_queries:
@@ -125,6 +130,7 @@ class PreferenceComparisons:
 
     def _query_and_fit(self, n_queries: int, round_: int) -> None:
         """Ask ``n_queries`` about fragments of fresh roll-outs of the agent, then refit the reward model."""
+        assert self.agent is not None
         candidates = n_queries * (self.candidate_oversampling if self.query_selection == "disagreement" else 1)
         n_steps = max(2 * self.fragment_length * candidates, 4 * self.fragment_length * self.n_envs, 500)
         transitions = collect(self.env_id, n_steps, n_envs=self.n_envs, policy=self.agent,
