@@ -90,8 +90,9 @@ def test_preference_loop_spends_the_queries_and_learns_the_reward(tmp_path) -> N
     assert run.n_queries == 40 and run.params["queries"] == 40
     rows = list(csv.DictReader(run.curves[0].open()))
     schedule = query_schedule(40, 2, initial_fraction=0.1)  # [4, 24, 12]: hyperbolic over the rounds
-    assert [int(r["queries"]) for r in rows] == np.cumsum(schedule)[1:].tolist() and [int(r["step"]) for r in rows] == [512, 1024]  # within the step budget
-    assert run.metrics["validation/preference_accuracy"] > 0.6
+    assert [int(r["queries"]) for r in rows] == np.cumsum(schedule)[1:].tolist()
+    assert [int(r["step"]) for r in rows] == [512, 1024]  # within the step budget
+    assert run.metrics["validation/preference_accuracy"] > 0.75  # measured 0.89-0.93 over seeds 0-2
     dataset = PreferenceDataset.load(tmp_path / "run" / "preferences.npz")
     assert len(dataset) == 40 and run.params["data_fingerprint"] == rl.preference_fingerprint(dataset)
     refit = rl.fit(tmp_path / "run" / "preferences.npz", tmp_path / "refit", epochs=5, hidden_sizes=(32,))
