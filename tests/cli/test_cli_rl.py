@@ -96,7 +96,7 @@ def test_fit_commit_records_env_so_diff_samples_it(cli) -> None:
     code, out, err = cli("diff", "main~1", "main", "--json")
     assert code == 0, err
     epic = json.loads(out)["epic"]
-    assert epic["source"] == "2000 random steps of Pendulum-v1" and epic["epic"]["n_mean_samples"] == 256
+    assert epic["source"] == "1000 random steps of Pendulum-v1" and epic["epic"]["n_mean_samples"] == 256
 
 
 def test_learn_commits_the_reward_model_with_its_query_count(cli) -> None:

@@ -161,7 +161,7 @@ def fit(
     ensemble: int = 1,
     epochs: int = 20,
     lr: float = 1e-3,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     heldout_fraction: float = 0.2,
     hidden_sizes: tuple[int, ...] = (256, 256),
@@ -183,7 +183,7 @@ def fit(
         ensemble: Members (1: a single model).
         epochs: Passes over the training part.
         lr: Adam learning rate.
-        batch_size: Transitions (or pairs) per step.
+        batch_size: Transitions (or pairs) per step; default 256 transitions or 32 pairs.
         seed: Seed of the split, the initialisation and the minibatch order.
         heldout_fraction: Share held out, in (0, 1).
         hidden_sizes: Widths of the MLP's hidden layers.
@@ -207,7 +207,8 @@ def fit(
     target = (repo or Repository.discover()) if commit_message else None
     rng = np.random.default_rng(seed)
     model = new_reward_model(*spaces, ensemble=ensemble, seed=seed, hidden_sizes=hidden_sizes)
-    schedule = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    pairs = isinstance(record, PreferenceDataset)
+    schedule = {"epochs": epochs, "batch_size": batch_size or (32 if pairs else 256), "lr": lr, "seed": seed}
     if isinstance(record, PreferenceDataset):
         train_part, heldout = _split_pairs(record, heldout_fraction, rng, str(data))
         from rewardkit.training.segments import fit_preferences
@@ -724,7 +725,7 @@ def commit_kind(repo: Repository, commit: Commit) -> str:
 
 
 def reward_distance(repo: Repository, a: Commit, b: Commit, *, probe: str | Path | None = None,
-                    n_samples: int = 2000, discount: float = 0.99, seed: int = 0) -> RewardDistance:
+                    n_samples: int = 1000, discount: float = 0.99, seed: int = 0) -> RewardDistance:
     """EPIC distance (Gleave et al. 2021) between the state-action reward models of two commits.
 
     The transitions are read from ``probe`` (a transitions file) when given, else

@@ -78,7 +78,8 @@ def fit(
     ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Ensemble members (1: one model).")] = 1,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training part.")] = 20,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Transitions or pairs per step.")] = 256,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Transitions or pairs per step; "
+                                                   "default 256 transitions or 32 pairs.", show_default=False)] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths, comma-separated.")] = "256,256",
     seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Model folder; default: runs/rl-fit-<time>.",
