@@ -618,6 +618,11 @@ def learn(env_id: str, out: str | Path, settings: LearnSettings, *, commit_messa
           repo: Repository | None = None, progress: bool = False) -> LearnRun:
     """Learn a reward model from synthetic preferences while PPO trains on it; save (and commit) it.
 
+    The loop is :class:`~rewardkit.rl.comparisons.PreferenceComparisons` (Christiano et al.
+    2017, imitation's structure). PPO is on-policy: every roll-out is scored by the reward
+    model current when it is collected and discarded after one update, so no replay buffer
+    needs PEBBLE-style relabelling when the reward model changes.
+
     Args:
         env_id: A registered Gymnasium id.
         out: Run folder: ``reward_model/``, ``preferences.npz`` (every labelled pair),
