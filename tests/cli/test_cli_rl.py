@@ -64,7 +64,8 @@ def test_collect_fit_commit_train_flow(cli, tmp_path) -> None:
     assert all(Path(f"run/{name}").is_file() for name in ("curves.png", "policy-seed0.zip", "policy-seed1.zip"))
     code, out, err = cli("rl", "collect", "--env", "Pendulum-v1", "--steps", "300", "--policy", "run/policy-seed0.zip",
                          "--out", "policy.npz", "--json")
-    assert code == 0, err and json.loads(out)["steps"] == 300
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 300
 
 
 def test_commit_and_diff_of_state_action_models_show_epic(cli) -> None:
