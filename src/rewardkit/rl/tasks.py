@@ -322,3 +322,38 @@ def task_reward_wrapper(env: Any, family: TaskFamily, task: Task) -> Any:
             return obs, float(reward), terminated, truncated, {**info, "env_reward": env_reward}
 
     return TaskReward(env)
+
+
+def task_preferences(
+    family: TaskFamily,
+    transitions: Transitions,
+    tasks: Sequence[Task],
+    *,
+    num_pairs: int,
+    fragment_length: int,
+    gatherer: Any = None,
+    seed: int = 0,
+) -> list[tuple[Task, Any]]:
+    """Labelled fragment pairs for each task, from one set of roll-outs relabelled per task.
+
+    Args:
+        family: The tasks' family.
+        transitions: Roll-outs of ``family.env_id``.
+        tasks: Tasks to label for.
+        num_pairs: Pairs per task (fewer if the gatherer skips some).
+        fragment_length: Steps per fragment.
+        gatherer: Labels pairs from their true rewards (default: the perfect
+            :class:`~rewardkit.rl.preferences.SyntheticGatherer`).
+        seed: Task ``i``'s pairs are drawn with seed ``seed + task.index``.
+
+    Returns:
+        ``(task, PreferenceDataset)`` for each task, in order.
+    """
+    from rewardkit.rl.preferences import Fragmenter, SyntheticGatherer
+
+    gatherer = gatherer if gatherer is not None else SyntheticGatherer(seed=seed)
+    out = []
+    for task in tasks:
+        first, second = Fragmenter(seed + task.index)(transitions, fragment_length, num_pairs)
+        out.append((task, gatherer(family.relabel(first, task), family.relabel(second, task))))
+    return out
