@@ -1,4 +1,4 @@
-"""Multi-task reward models over a task family: better than one task's model on average; adaptation to held-out tasks."""
+"""Multi-task reward models: better than one task's model on average over tasks; adaptation to held-out tasks."""
 
 from __future__ import annotations
 

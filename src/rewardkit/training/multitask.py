@@ -37,7 +37,10 @@ TaskData = tuple[Task, Any]
 
 
 def task_inputs(model: TaskConditionedRewardModel, task: Task, rows: int) -> np.ndarray:
-    """The model's task input for ``rows`` rows of ``task``: ``(rows,)`` int64 ids or ``(rows, task_param_dim)`` float32.
+    """The model's task input for ``rows`` rows of ``task``.
+
+    Returns:
+        ``(rows,)`` int64 task ids, or ``(rows, task_param_dim)`` float32 task parameters.
 
     Raises:
         ModelError: The task's id is outside the model's embedding, or its parameters have another width.
@@ -70,8 +73,12 @@ def fit_multitask(
         model: Trained in place.
         data: ``(task, transitions)`` pairs (MSE on their ``rews``, the task's reward) or
             ``(task, preference_dataset)`` pairs (Bradley-Terry); all of one kind.
-        epochs, batch_size, lr, seed, weight_decay, update_normalizer: As
-            :func:`~rewardkit.training.fit_regression`.
+        epochs: Passes over the data.
+        batch_size: Rows (transitions or pairs) per step.
+        lr: Adam learning rate.
+        seed: Seed of the minibatch order.
+        weight_decay: Adam's L2 penalty.
+        update_normalizer: Fold the observations into the normaliser first (False keeps a stored one).
 
     Returns:
         Mean training loss of each epoch.
@@ -136,7 +143,10 @@ def adapt_to_task(
         data: Its transitions (relabelled) or a ``PreferenceDataset`` of its segments.
         fine_tune: Train all parameters, not only the task's embedding.
         train_tasks: Tasks the model was trained on, whose mean embedding starts the new row.
-        epochs, batch_size, lr, seed: As :func:`fit_multitask`.
+        epochs: Passes over the data.
+        batch_size: Rows per step.
+        lr: Adam learning rate.
+        seed: Seed of the minibatch order.
 
     Returns:
         The adapted copy.
