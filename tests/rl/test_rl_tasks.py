@@ -39,6 +39,7 @@ def test_relabel_changes_only_the_reward_and_segments_work_too(pendulum) -> None
     # the best state of a goal task is the pole at rest at the goal
     at_goal = np.array([[np.cos(task.params[0]), np.sin(task.params[0]), 0.0]])
     assert family.reward(task, at_goal, np.zeros((1, 1)), at_goal)[0] == pytest.approx(0.0, abs=1e-6)
+    assert family.reward(task, np.zeros((0, 3)), np.zeros((0, 1)), np.zeros((0, 3))).shape == (0,)
     from rewardkit.data.transitions import segments_from_transitions
 
     segments = family.relabel(segments_from_transitions(pendulum, 10), task)

@@ -145,7 +145,7 @@ class TaskFamily(ABC):
             raise DataError(f"{self.name}: obs {obs.shape}, acts {acts.shape}, next_obs {next_obs.shape} do not fit "
                             f"{self.env_id} (observations of {width} values, one action per observation)")
         flat = self._reward(np.asarray(task.params, dtype=np.float64), obs.reshape(-1, width),
-                            acts.reshape(math.prod(lead), -1), next_obs.reshape(-1, width))
+                            acts.reshape(math.prod(lead), math.prod(acts.shape[len(lead):])), next_obs.reshape(-1, width))
         return flat.reshape(lead).astype(np.float32)
 
     @property
