@@ -144,8 +144,9 @@ class TaskFamily(ABC):
         if obs.shape[-1:] != (width,) or next_obs.shape != obs.shape or acts.shape[: len(lead)] != lead:
             raise DataError(f"{self.name}: obs {obs.shape}, acts {acts.shape}, next_obs {next_obs.shape} do not fit "
                             f"{self.env_id} (observations of {width} values, one action per observation)")
-        flat = self._reward(np.asarray(task.params, dtype=np.float64), obs.reshape(-1, width),
-                            acts.reshape(math.prod(lead), math.prod(acts.shape[len(lead):])), next_obs.reshape(-1, width))
+        flat_acts = acts.reshape(math.prod(lead), math.prod(acts.shape[len(lead):]))
+        flat = self._reward(np.asarray(task.params, dtype=np.float64), obs.reshape(-1, width), flat_acts,
+                            next_obs.reshape(-1, width))
         return flat.reshape(lead).astype(np.float32)
 
     @property
