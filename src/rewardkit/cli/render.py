@@ -196,6 +196,8 @@ def log_table(commits: list[Commit], refs: dict[str, str], current: str | None =
         message = c.message.partition("\n")[0]
         if adapter_label(c):
             message += f"  [{adapter_label(c)}]"
+        if c.init_base():
+            message += f"  [from {c.init_base()[:10]}]"
         row = (c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
                message, _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
         table.add_row(*((drawn, *row) if graph else row))
@@ -241,6 +243,11 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
                                  f"(alpha {adapter.get('lora_alpha')}, targets "
                                  f"{', '.join(adapter.get('target_modules') or [])}; head "
                                  f"{', '.join(adapter.get('modules_to_save') or [])}); tensors below are the adapter's")
+    if commit.init_base():
+        init = commit.params["init_from"]
+        frozen = init.get("frozen") or []
+        table.add_row("initialised from", f"{commit.init_base()[:10]} ({init.get('ref')}); frozen: "
+                                          f"{', '.join(frozen) if frozen else 'none'}")
     table.add_row("data fingerprint", commit.data_fingerprint or "–")
     for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
         table.add_row(f"fingerprint {name}", str(value))

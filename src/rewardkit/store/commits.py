@@ -121,14 +121,28 @@ class Commit:
         return [self.manifest_id, *(id for id in extra if isinstance(id, str))]
 
     def base_commits(self) -> list[str]:
-        """Commits this one needs besides its parents: the base of an adapter (LoRA) commit.
+        """Commits this one needs besides its parents: its lineage, adapter base first.
 
-        Named in ``params["adapter"]["base"]``; the adapter's tensors are useless without
-        the base's, so gc keeps the base reachable.
+        The base of an adapter (LoRA) commit, named in ``params["adapter"]["base"]`` (the
+        adapter's tensors are useless without the base's), then the version a model was
+        initialised from, ``params["init_from"]["base"]``
+        (:mod:`rewardkit.training.transfer`). gc keeps both reachable, fsck checks they
+        exist, push sends them.
         """
-        adapter = self.params.get("adapter") if isinstance(self.params, dict) else None
-        base = adapter.get("base") if isinstance(adapter, dict) else None
-        return [base] if isinstance(base, str) else []
+        params = self.params if isinstance(self.params, dict) else {}
+        bases = []
+        for key in ("adapter", "init_from"):
+            record = params.get(key)
+            base = record.get("base") if isinstance(record, dict) else None
+            if isinstance(base, str) and base not in bases:
+                bases.append(base)
+        return bases
+
+    def init_base(self) -> str | None:
+        """The commit this model was initialised from (``params["init_from"]["base"]``), or None."""
+        record = self.params.get("init_from") if isinstance(self.params, dict) else None
+        base = record.get("base") if isinstance(record, dict) else None
+        return base if isinstance(base, str) else None
 
 
 class CommitStore:

@@ -13,10 +13,13 @@ from rewardkit.lazy import lazy_exports
 from rewardkit.training.config import RewardConfig
 
 if TYPE_CHECKING:
+    from rewardkit.training.maml import MAMLConfig, adapt, fit_maml
+    from rewardkit.training.multitask import adapt_to_task, fit_multitask
     from rewardkit.training.objectives import bradley_terry_loss
     from rewardkit.training.regression import fit_regression
     from rewardkit.training.segments import fit_preferences, segment_bradley_terry_loss
     from rewardkit.training.trainer import RewardTrainer, TrainResult
+    from rewardkit.training.transfer import commit_model, freeze, init_from
 
 __all__ = [
     "RewardConfig",
@@ -26,10 +29,22 @@ __all__ = [
     "fit_preferences",
     "fit_regression",
     "segment_bradley_terry_loss",
+    # reuse across tasks (issue 8, section 5)
+    "MAMLConfig",
+    "adapt",
+    "adapt_to_task",
+    "commit_model",
+    "fit_maml",
+    "fit_multitask",
+    "freeze",
+    "init_from",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
     "bradley_terry_loss": "rewardkit.training.objectives",
     "fit_regression": "rewardkit.training.regression",
     **dict.fromkeys(("fit_preferences", "segment_bradley_terry_loss"), "rewardkit.training.segments"),
     **dict.fromkeys(("RewardTrainer", "TrainResult"), "rewardkit.training.trainer"),
+    **dict.fromkeys(("MAMLConfig", "adapt", "fit_maml"), "rewardkit.training.maml"),
+    **dict.fromkeys(("adapt_to_task", "fit_multitask"), "rewardkit.training.multitask"),
+    **dict.fromkeys(("commit_model", "freeze", "init_from"), "rewardkit.training.transfer"),
 })
