@@ -121,14 +121,17 @@ class Commit:
         return [self.manifest_id, *(id for id in extra if isinstance(id, str))]
 
     def base_commits(self) -> list[str]:
-        """Commits this one needs besides its parents: the base of an adapter (LoRA) commit.
+        """Commits this one descends from besides its parents (its lineage): adapter and transfer bases.
 
-        Named in ``params["adapter"]["base"]``; the adapter's tensors are useless without
-        the base's, so gc keeps the base reachable.
+        Named in ``params["adapter"]["base"]`` for a LoRA adapter, whose tensors are useless
+        without the base's, and in ``params["base"]`` for a model initialised from a stored
+        version (``train --init-from REF`` or ``--base-model REF``). gc and push keep them
+        reachable, fsck checks they exist, ``show`` and ``log`` display them.
         """
-        adapter = self.params.get("adapter") if isinstance(self.params, dict) else None
-        base = adapter.get("base") if isinstance(adapter, dict) else None
-        return [base] if isinstance(base, str) else []
+        params = self.params if isinstance(self.params, dict) else {}
+        adapter = params.get("adapter")
+        found = [adapter.get("base") if isinstance(adapter, dict) else None, params.get("base")]
+        return list(dict.fromkeys(base for base in found if isinstance(base, str)))
 
 
 class CommitStore:

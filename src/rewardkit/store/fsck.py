@@ -211,7 +211,8 @@ class _Checker:
                     self.add("missing", "commit", parent, f"commit {parent} is missing (parent of {c.id})")
             for base in c.base_commits():
                 if base not in commits:
-                    self.add("missing", "commit", base, f"commit {base} is missing (adapter base of {c.id})")
+                    self.add("missing", "commit", base,
+                             f"commit {base} is missing (base of {c.id}: adapter or init-from lineage)")
         roots = self.check_refs(repo, commits)
         checked_manifests: set[str] = set()
         for c in commits.values():
