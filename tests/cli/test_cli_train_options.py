@@ -152,3 +152,16 @@ def test_init_from_outside_a_repository_exits_2(cli, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(12))
     code, _, err = _train(cli, "--data", data, "--init-from", "main", "--output-dir", "run")
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
+
+
+def test_init_from_a_state_action_model_exits_2_before_loading_weights(cli, tmp_path, repo):
+    from rewardkit.models.state_action import StateActionConfig, StateActionRewardModel
+
+    folder = StateActionRewardModel(StateActionConfig(obs_dim=3, action_kind="discrete", action_dim=2,
+                                                      hidden_sizes=(8,))).save(tmp_path / "sa")
+    _commit_base(repo, folder)
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(12))
+    before = repo_snapshot(repo)
+    code, _, err = _train(cli, "--data", data, "--init-from", "main", "--output-dir", "run", "-m", "x")
+    assert code == 2 and "--init-from main is a state-action reward model" in err, err
+    assert repo_snapshot(repo) == before and not (tmp_path / "run").exists()

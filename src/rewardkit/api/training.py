@@ -143,30 +143,39 @@ def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextli
 
     Raises:
         ConfigError: LoRA on a base that is itself a LoRA adapter.
+        ModelError: The stored version is not a text reward model (e.g. a state-action one).
         RefError: ``init_from`` names no version of the repository.
     """
-    if config.init_from is not None:
-        from rewardkit.api.models import open_model
-
-        return stack.enter_context(open_model(config.init_from, repo))
-    name = config.base_model
-    if name is None or Path(name).expanduser().is_dir():
-        return None
     from rewardkit.api.models import open_model
     from rewardkit.errors import RefError, StoreError
     from rewardkit.store import Repository
     from rewardkit.store.adapters import is_adapter
 
-    try:
-        repo = repo or stack.enter_context(Repository.discover())
-    except StoreError:  # no repository here: a hub id
-        return None
-    try:
+    name = config.init_from or config.base_model
+    if config.init_from is not None:
         source = stack.enter_context(open_model(name, repo))
-    except RefError:  # not a ref of the repository: a hub id (a damaged repository is an error, not a miss)
-        return None
+    else:
+        if name is None or Path(name).expanduser().is_dir():
+            return None
+        try:
+            repo = repo or stack.enter_context(Repository.discover())
+        except StoreError:  # no repository here: a hub id
+            return None
+        try:
+            source = stack.enter_context(open_model(name, repo))
+        except RefError:  # not a ref of the repository: a hub id (a damaged repository is an error, not a miss)
+            return None
+    flag = "--init-from" if config.init_from is not None else "--base-model"
+    from rewardkit.models.loading import reward_model_kind
+
+    kind = reward_model_kind(source.folder)  # from config.json alone
+    if kind != "text":
+        from rewardkit.errors import ModelError
+
+        raise ModelError(f"{flag} {name} is a {kind} reward model; `rewardkit train` trains text reward models "
+                         "(prompt and response); give a text model's ref")
     if config.lora and is_adapter(source.commit):
-        raise ConfigError(f"--base-model {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "
+        raise ConfigError(f"{flag} {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "
                           f"`rewardkit checkout {name} --merged --to DIR`, commit DIR, and train on that commit")
     return source
 
