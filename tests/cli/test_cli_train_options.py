@@ -35,9 +35,9 @@ def repo(cli, tmp_path) -> Path:
     return tmp_path / ".rewardkit"
 
 
-def _commit_base(repo: Path, model_dir: Path) -> str:
+def _commit_base(repo: Path, model_dir: Path, message: str = "base model") -> str:
     with Repository.open(repo) as r:
-        return r.commit_dir(model_dir, "base model").id
+        return r.commit_dir(model_dir, message).id
 
 
 def test_train_mse_commits_objective_scale_and_rating_metrics(cli, tmp_path, tiny_model_dir, repo):
@@ -79,6 +79,7 @@ def test_data_of_the_other_objective_exits_2_before_loading_weights(cli, tmp_pat
 
 def test_init_from_starts_from_the_stored_weights_freezes_and_records_lineage(cli, tmp_path, tiny_model_dir, repo):
     base = _commit_base(repo, tiny_model_dir)
+    head = _commit_base(repo, tiny_model_dir, "the branch head, not the base")
     r = Repository.open(repo)
     base_manifest = r.manifest(r.resolve(base))
     objects_before = r.stats().objects
@@ -91,7 +92,7 @@ def test_init_from_starts_from_the_stored_weights_freezes_and_records_lineage(cl
     commit = r.commits.get(new)
     assert commit.params["base"] == base and commit.params["frozen"] == [FROZEN]
     assert commit.base_commits() == [base]  # the lineage gc, fsck and push follow
-    assert commit.parents == [base]  # the branch head, as usual (here the base itself)
+    assert commit.parents == [head]  # the branch head, as usual; the lineage is the init-from commit
     assert commit.params["config"]["init_from"] == base[:12]
 
     # frozen tensors keep their objects; every other tensor got a new one
@@ -110,6 +111,7 @@ def test_init_from_starts_from_the_stored_weights_freezes_and_records_lineage(cl
     assert code == 0 and "lineage" in out and f"from {base[:10]}" in out and FROZEN in out
     code, out, _ = cli("log", "--graph")
     assert code == 0 and "[from" in out and out.count(base[:10]) == 2  # its own row and the lineage label
+    assert out.count(head[:10]) == 1
 
 
 def test_init_from_loads_the_stored_weights_bit_for_bit(tmp_path, tiny_model_dir):

@@ -94,8 +94,7 @@ class TrainResult:
             "train/loss": round(self.final_loss, 5),
             "train/accuracy": round(self.final_accuracy, 5),
             "train/shared_prefix": int(self.shared_prefix),
-            "train/frozen_parameters": len(self.frozen),
-        }
+        } | ({"train/frozen_parameters": len(self.frozen)} if self.frozen else {})
 
 
 class RewardTrainer:
