@@ -167,3 +167,17 @@ def test_init_from_a_state_action_model_exits_2_before_loading_weights(cli, tmp_
     code, _, err = _train(cli, "--data", data, "--init-from", "main", "--output-dir", "run", "-m", "x")
     assert code == 2 and "--init-from main is a state-action reward model" in err, err
     assert repo_snapshot(repo) == before and not (tmp_path / "run").exists()
+
+
+def test_a_rated_data_error_comes_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*_rated(5), {"response": "r", "rating": "nan"}])
+    script = ("import sys; from rewardkit.cli.main import main; "
+              f"code = main(['train', '--objective', 'mse', '--data', {str(bad)!r}, '--output-dir', "
+              f"{str(tmp_path / 'run')!r}]); "
+              "print(code, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
+    assert "bad.jsonl:6: field 'rating' must be a finite number" in done.stderr

@@ -146,17 +146,17 @@ def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextli
         ModelError: The stored version is not a text reward model (e.g. a state-action one).
         RefError: ``init_from`` names no version of the repository.
     """
+    name = config.init_from or config.base_model
+    if name is None or (config.init_from is None and Path(name).expanduser().is_dir()):
+        return None  # before the imports below, which bring torch: a data error must come back fast
     from rewardkit.api.models import open_model
     from rewardkit.errors import RefError, StoreError
     from rewardkit.store import Repository
     from rewardkit.store.adapters import is_adapter
 
-    name = config.init_from or config.base_model
     if config.init_from is not None:
         source = stack.enter_context(open_model(name, repo))
     else:
-        if name is None or Path(name).expanduser().is_dir():
-            return None
         try:
             repo = repo or stack.enter_context(Repository.discover())
         except StoreError:  # no repository here: a hub id
