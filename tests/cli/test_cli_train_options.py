@@ -181,3 +181,13 @@ def test_a_rated_data_error_comes_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
     assert "bad.jsonl:6: field 'rating' must be a finite number" in done.stderr
+
+
+def test_format_with_rated_data_and_standardize_without_mse_exit_2(cli, tmp_path):
+    data = write_jsonl(tmp_path / "rated.jsonl", _rated(8))
+    code, _, err = _train(cli, "--objective", "mse", "--format", "trl", "--data", data, "--output-dir", "run")
+    assert code == 2 and "rated data (--objective mse) has one format" in err
+    code, _, err = _train(cli, "--standardize-ratings", "--data", data, "--output-dir", "run")
+    assert code == 2 and "needs --objective mse" in err
+    code, _, err = _train(cli, "--objective", "ranking", "--data", data, "--output-dir", "run")
+    assert code == 2 and "must be one of bradley-terry, mse" in err and not (tmp_path / "run").exists()
