@@ -43,7 +43,7 @@ with tempfile.TemporaryDirectory() as scratch, Repository.init(f"{scratch}/.rewa
     fit_preferences(transfer.model, few.fragments1, few.fragments2, few.preferences, epochs=50, batch_size=20,
                     lr=1e-3, seed=0, update_normalizer=False)
     child = commit_model(repo, transfer.model, f"fine-tuned for {new_task.name}", transfer=transfer)
-    print(f"transfer:   {preference_accuracy(transfer.model, test):.3f}  (lineage {child.params['init_from']})")
+    print(f"transfer:   {preference_accuracy(transfer.model, test):.3f}  (lineage: from {child.params['base'][:10]})")
 
 # 2. Multi-task: one R(s, a, task) over the training goals; learn the new goal's embedding from 20 pairs.
 multi = TaskConditionedRewardModel(TaskConditionedConfig(**config.to_dict(), n_tasks=len(family.tasks("all"))))

@@ -185,21 +185,6 @@ def test_an_adapter_commit_keeps_its_base(repo: Repository, tiny_tensors) -> Non
     assert fsck(repo).findings == [] and adapter.base_commits() == [base.id]
 
 
-def test_a_model_initialised_from_a_version_keeps_it_as_lineage(repo: Repository, tiny_tensors) -> None:
-    """A transferred model (params["init_from"]["base"], rewardkit.training.transfer) keeps its base reachable."""
-    base = repo.commit_tensors(tiny_tensors(0), {}, "source task", branch="source")
-    child = repo.commit_tensors(tiny_tensors(1), {}, "fine-tuned", branch="target",
-                                params={"init_from": {"base": base.id, "ref": "source", "frozen": []}})
-    repo.switch("target")
-    repo.delete_branch("source")
-    with transaction(repo.engine) as conn:
-        conn.execute(delete(reflog_table).where(reflog_table.c.ref == "refs/heads/source"))
-    _age_all(repo, 3 * HOUR)
-    report = gc(repo, grace_s=0)
-    assert report.removed_commits == [] and repo.commits.has(base.id) and repo.load_tensors(base.id)
-    assert child.base_commits() == [base.id] and fsck(repo).findings == []
-
-
 def test_a_reused_old_dangling_object_is_young_again(repo: Repository) -> None:
     """A merge reuses an old dangling object before its commit lands: dedup refreshes its time, as git does."""
     old = repo.objects.put_tensor(torch.arange(2000.0)).id  # left by an earlier, abandoned operation
@@ -244,3 +229,14 @@ def test_expire_reflog_lets_gc_collect_a_deleted_branch(repo: Repository, tiny_t
     assert fsck(repo).ok and torch.equal(repo.load_tensors("main")["embed.weight"], tiny_tensors(0)["embed.weight"])
     with pytest.raises(StoreError, match="reflog expiry must be a non-negative number"):
         gc(repo, expire_reflog_s=-1)
+
+
+def test_gc_keeps_the_base_an_init_from_commit_names_in_its_lineage(repo: Repository, tiny_tensors) -> None:
+    """A model initialised from a stored version (params["base"]) keeps that version reachable, as an adapter does."""
+    base = repo.commit_tensors(tiny_tensors(0), {}, "base", move_branch=False)  # on no branch: lineage only
+    tuned = repo.commit_tensors(tiny_tensors(1), {}, "tuned", params={"base": base.id})
+    assert tuned.parents == [] and tuned.base_commits() == [base.id]
+    _age_all(repo, 3 * HOUR)
+    report = gc(repo, grace_s=0)
+    assert base.id not in report.removed_commits and repo.commits.has(base.id)
+    assert fsck(repo).findings == []

@@ -14,7 +14,8 @@ from rewardkit.models import StateActionConfig, StateActionRewardModel
 from rewardkit.store import Repository
 from rewardkit.store.fsck import fsck
 from rewardkit.training import fit_regression
-from rewardkit.training.transfer import commit_model, freeze, init_from
+from rewardkit.training.freeze import freeze_parameters
+from rewardkit.training.transfer import commit_model, init_from
 
 
 def _model(seed: int = 0) -> StateActionRewardModel:
@@ -39,7 +40,7 @@ def repo(tmp_path):
 def test_freeze_leaves_frozen_parameters_bit_identical_after_training() -> None:
     model = _model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    frozen = freeze(model, ["mlp.0.*", "mlp.4.bias"])
+    frozen = freeze_parameters(model, ["mlp.0.*", "mlp.4.bias"])
     assert frozen == ["mlp.0.weight", "mlp.0.bias", "mlp.4.bias"]
     fit_regression(model, *_data(0), epochs=3, batch_size=32, lr=1e-2, seed=0, weight_decay=1e-3)
     for name, param in model.named_parameters():
@@ -49,8 +50,9 @@ def test_freeze_leaves_frozen_parameters_bit_identical_after_training() -> None:
 
 def test_freeze_refuses_a_pattern_matching_nothing_and_names_the_parameters() -> None:
     model = _model()
-    with pytest.raises(ConfigError, match=r"'encoder\.\*' matches no parameter; the model has: mlp\.0\.weight, "):
-        freeze(model, ["mlp.0.*", "encoder.*"])
+    with pytest.raises(ConfigError, match=r"'encoder\.\*' matches no parameter of the model; its parameters are "
+                                          r"named like mlp\.0\.weight, "):
+        freeze_parameters(model, ["mlp.0.*", "encoder.*"])
     assert all(p.requires_grad for p in model.parameters())  # nothing frozen on refusal
 
 
@@ -67,8 +69,9 @@ def test_init_from_loads_the_stored_version_and_commits_record_and_show_lineage(
     fit_regression(transfer.model, *_data(1), epochs=2, batch_size=64, lr=1e-2, seed=0, update_normalizer=False)
     child = commit_model(repo, transfer.model, "fine-tuned on the target task", transfer=transfer)
 
-    assert child.params["init_from"] == {"base": base.id, "ref": "main", "frozen": ["mlp.0.weight", "mlp.0.bias"]}
-    assert child.base_commits() == [base.id] and child.init_base() == base.id
+    assert transfer.frozen == ["mlp.0.weight", "mlp.0.bias"]
+    assert child.params["base"] == base.id and child.params["frozen"] == ["mlp.0.*"]  # as `train --init-from` writes
+    assert child.base_commits() == [base.id]
     assert fsck(repo).findings == []
 
     monkeypatch.chdir(tmp_path)
@@ -76,12 +79,12 @@ def test_init_from_loads_the_stored_version_and_commits_record_and_show_lineage(
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["show", "main"]) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if "initialised from" in line)
-    assert f"{base.id[:10]} (main); frozen: mlp.0.weight," in row
+    row = next(line for line in out.splitlines() if "lineage" in line)
+    assert f"from {base.id[:10]}" in row and "frozen: mlp.0.*" in row
     assert main(["log", "--graph"]) == 0
     assert f"[from {base.id[:10]}]" in capsys.readouterr().out
     assert main(["show", "main", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["params"]["init_from"]["base"] == base.id
+    assert json.loads(capsys.readouterr().out)["params"]["base"] == base.id
 
 
 def test_init_from_refuses_another_kind_of_model(repo) -> None:

@@ -121,28 +121,17 @@ class Commit:
         return [self.manifest_id, *(id for id in extra if isinstance(id, str))]
 
     def base_commits(self) -> list[str]:
-        """Commits this one needs besides its parents: its lineage, adapter base first.
+        """Commits this one descends from besides its parents (its lineage): adapter and transfer bases.
 
-        The base of an adapter (LoRA) commit, named in ``params["adapter"]["base"]`` (the
-        adapter's tensors are useless without the base's), then the version a model was
-        initialised from, ``params["init_from"]["base"]``
-        (:mod:`rewardkit.training.transfer`). gc keeps both reachable, fsck checks they
-        exist, push sends them.
+        Named in ``params["adapter"]["base"]`` for a LoRA adapter, whose tensors are useless
+        without the base's, and in ``params["base"]`` for a model initialised from a stored
+        version (``train --init-from REF`` or ``--base-model REF``). gc and push keep them
+        reachable, fsck checks they exist, ``show`` and ``log`` display them.
         """
         params = self.params if isinstance(self.params, dict) else {}
-        bases = []
-        for key in ("adapter", "init_from"):
-            record = params.get(key)
-            base = record.get("base") if isinstance(record, dict) else None
-            if isinstance(base, str) and base not in bases:
-                bases.append(base)
-        return bases
-
-    def init_base(self) -> str | None:
-        """The commit this model was initialised from (``params["init_from"]["base"]``), or None."""
-        record = self.params.get("init_from") if isinstance(self.params, dict) else None
-        base = record.get("base") if isinstance(record, dict) else None
-        return base if isinstance(base, str) else None
+        adapter = params.get("adapter")
+        found = [adapter.get("base") if isinstance(adapter, dict) else None, params.get("base")]
+        return list(dict.fromkeys(base for base in found if isinstance(base, str)))
 
 
 class CommitStore:

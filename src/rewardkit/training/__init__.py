@@ -13,13 +13,14 @@ from rewardkit.lazy import lazy_exports
 from rewardkit.training.config import RewardConfig
 
 if TYPE_CHECKING:
+    from rewardkit.training.freeze import freeze_parameters, lineage_params
     from rewardkit.training.maml import MAMLConfig, adapt, fit_maml
     from rewardkit.training.multitask import adapt_to_task, fit_multitask
     from rewardkit.training.objectives import bradley_terry_loss
     from rewardkit.training.regression import fit_regression
     from rewardkit.training.segments import fit_preferences, segment_bradley_terry_loss
     from rewardkit.training.trainer import RewardTrainer, TrainResult
-    from rewardkit.training.transfer import commit_model, freeze, init_from
+    from rewardkit.training.transfer import commit_model, init_from
 
 __all__ = [
     "RewardConfig",
@@ -36,8 +37,9 @@ __all__ = [
     "commit_model",
     "fit_maml",
     "fit_multitask",
-    "freeze",
+    "freeze_parameters",
     "init_from",
+    "lineage_params",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
     "bradley_terry_loss": "rewardkit.training.objectives",
@@ -46,5 +48,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(("RewardTrainer", "TrainResult"), "rewardkit.training.trainer"),
     **dict.fromkeys(("MAMLConfig", "adapt", "fit_maml"), "rewardkit.training.maml"),
     **dict.fromkeys(("adapt_to_task", "fit_multitask"), "rewardkit.training.multitask"),
-    **dict.fromkeys(("commit_model", "freeze", "init_from"), "rewardkit.training.transfer"),
+    **dict.fromkeys(("commit_model", "init_from"), "rewardkit.training.transfer"),
+    **dict.fromkeys(("freeze_parameters", "lineage_params"), "rewardkit.training.freeze"),
 })

@@ -28,9 +28,9 @@ from rewardkit.data.transitions import Transitions
 from rewardkit.errors import ConfigError, ModelError
 from rewardkit.models.task_conditioned import TaskConditionedRewardModel
 from rewardkit.rl.tasks import Task
+from rewardkit.training.freeze import freeze_parameters
 from rewardkit.training.regression import fit_regression
 from rewardkit.training.segments import fit_preferences
-from rewardkit.training.transfer import freeze
 
 #: A task with its data: relabelled transitions, or a ``PreferenceDataset`` of its segments.
 TaskData = tuple[Task, Any]
@@ -131,7 +131,7 @@ def adapt_to_task(
     """A copy of ``model`` adapted to a held-out ``task`` from a little of its data.
 
     With a learned embedding, only the task's embedding row is trained (the shared network
-    frozen, :func:`~rewardkit.training.transfer.freeze`), starting from the mean embedding
+    frozen, :func:`~rewardkit.training.freeze.freeze_parameters`), starting from the mean embedding
     of ``train_tasks`` when given; ``fine_tune`` trains every parameter too. With task
     parameters the model already scores the task zero-shot; ``fine_tune`` trains every
     parameter on the data, and without it the copy is returned as it is. The stored
@@ -162,7 +162,7 @@ def adapt_to_task(
                 rows = torch.tensor([t.index for t in train_tasks])
                 adapted.task_embedding.weight[task.index] = adapted.task_embedding.weight[rows].mean(dim=0)
         if not fine_tune:
-            freeze(adapted, "mlp.*")
+            freeze_parameters(adapted, "mlp.*")
     elif not fine_tune:
         return adapted
     fit_multitask(adapted, [(task, data)], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

@@ -1,17 +1,19 @@
 """Transfer: start a reward model from a stored version, freeze some of its parameters, record the lineage.
 
-``train --init-from REF [--freeze PATTERN]`` in three steps:
+The state-action counterpart of ``train --init-from REF [--freeze PATTERN]``, in three steps:
 
 1. :func:`init_from` checks the version ``REF`` names out of the repository and loads it
    (:func:`rewardkit.models.load_reward_model`): its weights and its normalisation buffers
    become the starting point of the new model;
-2. :func:`freeze` stops gradients of the parameters whose names match fnmatch patterns
-   (``mlp.0.*`` the first layer, ``mlp.[02].*`` the first two, ``task_embedding.*``…); the
-   optimiser leaves them bit for bit as they were;
-3. :func:`commit_model` commits the fine-tuned model with its lineage in
-   ``params["init_from"] = {"base": <commit id>, "ref": REF, "frozen": [names]}``.
-   :meth:`rewardkit.store.Commit.base_commits` reads that base as it reads a LoRA adapter's,
-   so ``gc`` keeps it, ``fsck`` checks it, ``push`` sends it, and ``show`` and ``log`` name it.
+2. :meth:`Transfer.freeze` stops gradients of the parameters whose names match fnmatch
+   patterns (``mlp.0.*`` the first layer, ``mlp.[02].*`` the first two, ``task_embedding.*``…)
+   with :func:`rewardkit.training.freeze.freeze_parameters`; the optimiser leaves them bit for
+   bit as they were;
+3. :func:`commit_model` commits the fine-tuned model with its lineage as text training records
+   it (:func:`rewardkit.training.freeze.lineage_params`): ``params["base"]`` the commit id,
+   ``params["frozen"]`` the freeze patterns. :meth:`rewardkit.store.Commit.base_commits` reads
+   that base as it reads a LoRA adapter's, so ``gc`` keeps it, ``fsck`` checks it, ``push``
+   sends it, and ``show`` and ``log`` name it.
 
 Fine-tune with the stored normaliser (``update_normalizer=False`` in
 :func:`~rewardkit.training.fit_regression` and :func:`~rewardkit.training.fit_preferences`):
@@ -20,7 +22,6 @@ the weights were trained under it.
 
 from __future__ import annotations
 
-import fnmatch
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,13 +30,10 @@ from typing import Any
 
 from torch import nn
 
-from rewardkit.errors import ConfigError
 from rewardkit.models.loading import RewardModelKind, load_reward_model
 from rewardkit.store.commits import Commit
 from rewardkit.store.repository import Repository
-
-#: Key of the lineage record in a commit's params.
-LINEAGE_KEY = "init_from"
+from rewardkit.training.freeze import freeze_parameters, lineage_params
 
 
 @dataclass
@@ -46,23 +44,38 @@ class Transfer:
         model: The loaded reward model (trained in place by the caller).
         base: The commit it was loaded from.
         ref: How the caller named it (``"main"``, ``"v1"``, an id prefix).
-        frozen: Names of the parameters :func:`freeze` froze, in model order.
+        patterns: The freeze patterns given to :meth:`freeze`, in order (recorded in the lineage).
+        frozen: Names of the parameters they froze, in model order.
     """
 
     model: nn.Module
     base: Commit
     ref: str
+    patterns: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
 
     def freeze(self, patterns: str | Sequence[str]) -> list[str]:
-        """Freeze parameters of :attr:`model` matching ``patterns`` (see :func:`freeze`) and remember them."""
-        names = freeze(self.model, patterns)
-        self.frozen = [n for n, _ in self.model.named_parameters() if n in {*self.frozen, *names}]
+        """Freeze the parameters of :attr:`model` matching ``patterns`` and remember them.
+
+        Args:
+            patterns: One fnmatch pattern or several (see
+                :func:`~rewardkit.training.freeze.freeze_parameters`).
+
+        Returns:
+            The names frozen by this call, in model order.
+
+        Raises:
+            ConfigError: A pattern matches no parameter, or the patterns match them all.
+        """
+        names = freeze_parameters(self.model, patterns)
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        self.patterns += [p for p in patterns if p not in self.patterns]
+        self.frozen = [n for n, p in self.model.named_parameters() if not p.requires_grad]
         return names
 
     def lineage(self) -> dict[str, Any]:
-        """``{"init_from": {"base", "ref", "frozen"}}``, to merge into the new commit's params."""
-        return lineage_params(self.base, self.ref, self.frozen)
+        """``{"base": <commit id>, "frozen": [patterns]}``, to merge into the new commit's params."""
+        return lineage_params(self.base.id, self.patterns)
 
 
 def init_from(repo: Repository, ref: str, *, kind: RewardModelKind | None = None) -> Transfer:
@@ -95,37 +108,6 @@ def init_from(repo: Repository, ref: str, *, kind: RewardModelKind | None = None
     return Transfer(model, base, ref)
 
 
-def freeze(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
-    """Stop gradients of the parameters whose names match any of ``patterns`` (``fnmatch``, case-sensitive).
-
-    Args:
-        model: Changed in place (``requires_grad = False`` on the matches).
-        patterns: One pattern or several, e.g. ``"mlp.0.*"`` or ``["mlp.0.*", "mlp.2.weight"]``.
-
-    Returns:
-        The names frozen, in model order.
-
-    Raises:
-        ConfigError: A pattern matches no parameter; the message lists the parameters there are.
-    """
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    names = [n for n, _ in model.named_parameters()]
-    for pattern in patterns:
-        if not fnmatch.filter(names, pattern):
-            raise ConfigError(f"--freeze {pattern!r} matches no parameter; the model has: {', '.join(names)}")
-    frozen = []
-    for name, param in model.named_parameters():
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            param.requires_grad_(False)
-            frozen.append(name)
-    return frozen
-
-
-def lineage_params(base: Commit, ref: str, frozen: Sequence[str] = ()) -> dict[str, Any]:
-    """The params recording that a model was initialised from ``base`` (see the module docstring)."""
-    return {LINEAGE_KEY: {"base": base.id, "ref": ref, "frozen": list(frozen)}}
-
-
 def commit_model(
     repo: Repository, model: nn.Module, message: str, *, transfer: Transfer | None = None,
     params: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
@@ -137,7 +119,7 @@ def commit_model(
         repo: The repository.
         model: A model with ``save(folder)`` (:class:`~rewardkit.models.StateActionRewardModel` and kin).
         message: The commit message.
-        transfer: Where the model started, recorded as ``params["init_from"]``.
+        transfer: Where the model started, recorded as ``params["base"]`` and ``params["frozen"]``.
         params: Further training parameters.
         metrics: Evaluation results.
         data_fingerprint: Fingerprint of the training data.
