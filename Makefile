@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 main: $(STAMP)  ## the main job: train, evaluate, commit, check out and score, on ../shared/data
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/main_job.sh
 
-test: $(STAMP)  ## the test suite
+test: $(STAMP)  ## the test suite (store tests on SQLite and on a throwaway PostgreSQL server)
+	bash scripts/ensure-postgresql.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## rewardkit against TRL RewardTrainer, best and as shipped: 4 tables, 3 repeats (see bench/README.md)

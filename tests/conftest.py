@@ -51,3 +51,34 @@ def s3_bucket(s3_endpoint, monkeypatch, request) -> str:
     bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
+
+
+# -- PostgreSQL on loopback ----------------------------------------------------------------------------
+# A throwaway cluster for the session (tests/postgres.py); every test gets a database of its own. Without
+# PostgreSQL (or psycopg) here, the tests that need it are skipped with the reason, which `pytest -ra` shows.
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A running throwaway PostgreSQL server (skipped, with the reason, if none can start here)."""
+    import postgres
+
+    server = postgres.start()
+    if isinstance(server, str):
+        pytest.skip(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """URL of a new empty database on the throwaway server, e.g. ``postgresql://postgres@127.0.0.1:PORT/test_3``."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture(autouse=True)
+def no_database_url_from_the_environment(monkeypatch):
+    """A developer's REWARDKIT_DB_URL must not send every test's `init` to their database."""
+    monkeypatch.delenv("REWARDKIT_DB_URL", raising=False)

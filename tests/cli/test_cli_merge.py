@@ -1,26 +1,12 @@
 """``rewardkit merge`` on a tiny reward model: fast-forward, merge with --eval, already up to date, refusals."""
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import repo_snapshot, write_jsonl
-from safetensors.torch import load_file, save_file
+from cli_helpers import repo_snapshot, variant, write_jsonl
 
 from rewardkit.store import Repository
-
-
-def _variant(src: Path, dst: Path, shift: float, config: dict | None = None) -> Path:
-    """A copy of the model folder with every float tensor moved by ``shift`` (and config.json updated)."""
-    shutil.copytree(src, dst)
-    tensors = {n: t + shift if t.is_floating_point() else t for n, t in load_file(src / "model.safetensors").items()}
-    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    if config:
-        path = dst / "config.json"
-        path.write_text(json.dumps(json.loads(path.read_text()) | config, indent=2))
-    return dst
 
 
 @pytest.fixture
@@ -31,7 +17,7 @@ def forked(cli, tmp_path, tiny_model_dir):
         base = repo.commit_dir(tiny_model_dir, "base", branch="main").id
         for branch, shift in (("a", 0.01), ("b", -0.03)):
             repo.create_branch(branch, base)
-            repo.commit_dir(_variant(tiny_model_dir, tmp_path / branch, shift), branch, branch=branch)
+            repo.commit_dir(variant(tiny_model_dir, tmp_path / branch, shift), branch, branch=branch)
     return tmp_path / ".rewardkit", base
 
 
@@ -82,8 +68,8 @@ def _one_line_error(cli, repo_path, *args) -> str:
 def test_refusals_are_one_line_exit_2_and_change_nothing(cli, tmp_path, tiny_model_dir, forked):
     repo_path, base = forked
     with Repository.open(repo_path) as repo:
-        repo.commit_dir(_variant(tiny_model_dir, tmp_path / "other", 0.5), "unrelated", branch="other")
-        repo.commit_dir(_variant(tiny_model_dir, tmp_path / "wide", 0.0, {"hidden_size": 32}), "wide", branch="b")
+        repo.commit_dir(variant(tiny_model_dir, tmp_path / "other", 0.5), "unrelated", branch="other")
+        repo.commit_dir(variant(tiny_model_dir, tmp_path / "wide", 0.0, {"hidden_size": 32}), "wide", branch="b")
     assert "unknown ref 'nope'" in _one_line_error(cli, repo_path, "nope")
     assert "refusing to merge unrelated histories" in _one_line_error(cli, repo_path, "other")
     assert cli("merge", "a")[0] == 0  # fast-forward, so the next merge is a real one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import subprocess
@@ -15,9 +16,11 @@ import torch
 
 import rewardkit
 from rewardkit.errors import RefMovedError
-from rewardkit.store import Repository
+from rewardkit.store import Commit, Repository
 from rewardkit.store.fsck import fsck
 from rewardkit.store.manifest import Manifest, TensorEntry
+
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
 
 SRC = str(Path(rewardkit.__file__).resolve().parents[1])  # the code under test, for child processes
 
@@ -54,6 +57,7 @@ def _child(repo: Path, branch: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.backends("sqlite")  # about the object files' lock and undo, the same on every backend (and 10 s)
 def test_a_failing_commit_does_not_delete_objects_a_concurrent_commit_reuses(repo: Repository) -> None:
     failing, other = _child(repo.path, "fail"), _child(repo.path, "ok")
     for child in (failing, other):
@@ -126,3 +130,57 @@ def test_four_writers_lose_no_update(repo: Repository, tiny_tensors, tmp_path: P
     else:
         assert len(landed) == 40
     assert fsck(repo).ok
+
+
+def _incrementer(path: Path, worker: int, increments: int, go: Any, out: Path) -> None:
+    """One process: ``increments`` compare-and-swap moves of main, each onto a new commit on top of the head it read.
+
+    Read the head, write a commit whose parent it is, ``set_ref`` with the head as ``expected_old``; on
+    :class:`RefMovedError` read again and retry. Writes each landed commit id to ``out``, then ``retries N``.
+    """
+    with Repository.open(path) as repo, out.open("w") as log:
+        manifest_id = repo.resolve("main").manifest_id
+        retries = 0
+        go.wait()
+        for i in range(increments):
+            while True:
+                head = repo.refs.get("refs/heads/main")
+                commit = Commit.create(manifest_id, [head], f"worker {worker} increment {i}", "test")
+                repo.commits.add(commit)
+                time.sleep(0.005)  # the others move main meanwhile, however the processes are scheduled
+                try:
+                    repo.refs.set_ref("refs/heads/main", commit.id, head, f"increment {worker}.{i}")
+                except RefMovedError:
+                    retries += 1
+                    continue
+                log.write(commit.id + "\n")
+                break
+        log.write(f"retries {retries}\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the incrementers (no torch import per process)")
+def test_compare_and_swap_from_processes_loses_no_increment(repo: Repository, tiny_tensors, tmp_path: Path) -> None:
+    """4 processes x 25 read-commit-swap increments of one branch: a chain of exactly 100 commits, none lost."""
+    workers, increments = 4, 25
+    base = repo.commit_tensors(tiny_tensors(0), {}, "base")
+    fork = multiprocessing.get_context("fork")
+    go = fork.Event()
+    processes = [fork.Process(target=_incrementer, args=(repo.path, w, increments, go, tmp_path / f"w{w}.txt"))
+                 for w in range(workers)]
+    for process in processes:
+        process.start()
+    go.set()
+    for process in processes:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+    lines = [line for w in range(workers) for line in (tmp_path / f"w{w}.txt").read_text().splitlines()]
+    landed = [line for line in lines if not line.startswith("retries")]
+    retries = sum(int(line.split()[1]) for line in lines if line.startswith("retries"))
+    assert len(landed) == workers * increments
+    chain = repo.log("main")
+    assert [c.id for c in chain[-1:]] == [base.id] and len(chain) == workers * increments + 1
+    assert all(c.parents == [p.id] for c, p in itertools.pairwise(chain))  # one straight line
+    assert sorted(c.id for c in chain[:-1]) == sorted(landed)  # every increment is in it, none twice
+    moves = repo.refs.reflog("refs/heads/main")[1:]  # after the base commit's
+    assert [m.old for m in moves] == [base.id, *(m.new for m in moves[:-1])]  # each move from the one before
+    assert retries > 0, "no process ever raced: the test did not exercise the compare-and-swap"

@@ -33,6 +33,7 @@ from rewardkit.store.gc import temp_files
 SRC = str(Path(rewardkit.__file__).resolve().parents[1])
 WORKER = str(Path(__file__).with_name("crash_worker.py"))
 KILLS = 60
+MIN_CHECKED = 50  # commits checked out and compared; a loaded machine completes fewer per round
 SEED = 6
 MAX_DELAY_S = 0.4
 NEXT_OP_MAX_S = 5.0  # far below the lock's 30 s lease
@@ -74,7 +75,8 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
     try:
         assert zygote.stdout.readline() == "ready\n"
         with Repository.open(tmp_path / "repo") as repo:
-            for kill in range(KILLS):
+            kill = 0
+            while kill < KILLS or (len(checked) < MIN_CHECKED and kill < 3 * KILLS):  # a slow machine: more rounds
                 target = sorted(OPS)[kill % len(OPS)]  # each operation in turn, so each is killed mid-way often
                 zygote.stdin.write(f"run {rng.randrange(1 << 30)} {target}\n")
                 zygote.stdin.flush()
@@ -99,7 +101,8 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
                         repo.load_tensors(record["commit"], verify=True)  # every object there, hashing to its id
                         checked.add(record["commit"])
 
-                name = sorted(OPS)[kill % len(OPS)]  # the next operation, here, at once
+                name = sorted(OPS)[kill % len(OPS)] if repo.branches() else "commit"  # the next one, here, at once
+                kill += 1
                 start = time.monotonic()
                 record = OPS[name](repo, rng)
                 assert time.monotonic() - start < NEXT_OP_MAX_S, f"{name} waited for the dead child's lock"
@@ -112,7 +115,7 @@ def test_sigkill_at_random_points_leaves_a_sound_repository(tmp_path: Path) -> N
         zygote.stdin.close()
         zygote.wait(timeout=30)
     print(f"kills by operation interrupted (None: between operations): {dict(killed)}; {len(checked)} commits checked")
-    assert sum(killed.values()) == KILLS >= 50
+    assert sum(killed.values()) == kill >= KILLS >= 50
     for name in OPS:  # every operation was killed mid-way several times
         assert killed[name] >= 3, killed
-    assert len(checked) >= 50
+    assert len(checked) >= MIN_CHECKED

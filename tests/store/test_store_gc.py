@@ -18,6 +18,8 @@ from rewardkit.store.gc import gc
 from rewardkit.store.lock import FileLock
 from rewardkit.store.objects import LOCK_FILE
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 HOUR = 3600.0
 
 
@@ -240,3 +242,36 @@ def test_gc_keeps_the_base_an_init_from_commit_names_in_its_lineage(repo: Reposi
     report = gc(repo, grace_s=0)
     assert base.id not in report.removed_commits and repo.commits.has(base.id)
     assert fsck(repo).findings == []
+
+
+def test_gc_removes_nothing_when_a_ref_moves_onto_a_doomed_commit_meanwhile(
+    repo: Repository, tiny_tensors, backend: str, wait_until_blocked
+) -> None:
+    """A reset onto an old unreachable commit, committed while gc deletes it: the commit stays, gc says so.
+
+    On PostgreSQL gc does not see the uncommitted move, and its delete waits for it, then meets the foreign key.
+    """
+    first = repo.commit_tensors(tiny_tensors(0), {}, "first")
+    old = Commit.create(first.manifest_id, [first.id], "old", "me", created_at="2020-01-01T00:00:00.000000Z")
+    repo.commits.add(old)  # reached by nothing, older than any grace period
+    outcome: list[object] = []
+
+    def collect() -> None:
+        try:
+            outcome.append(gc(repo, grace_s=0))
+        except StoreError as exc:
+            outcome.append(exc)
+
+    with repo.engine.begin() as mover:
+        repo.refs.set_ref("refs/heads/main", old.id, first.id, "reset: moving to old", mover)
+        collecting = threading.Thread(target=collect)
+        collecting.start()
+        wait_until_blocked(repo)
+    collecting.join(timeout=60)
+    assert repo.branches() == {"main": old.id} and repo.commits.has(old.id)
+    if backend == "postgresql":
+        assert isinstance(outcome[0], StoreError) and str(outcome[0]) == (
+            "gc removed nothing: a ref moved onto an unreachable commit while gc ran; run gc again")
+    else:  # gc waited for the write lock, then saw the move
+        assert outcome[0].removed_commits == []  # type: ignore[union-attr]
+    assert fsck(repo).ok

@@ -150,3 +150,45 @@ def test_commit_normalises_and_validates_values() -> None:
         _commit(params={"fn": object()})
     with pytest.raises(StoreError, match="message is empty"):
         Commit.create(A, [], "  ", "ann")
+
+
+@pytest.mark.backends()
+def test_a_commit_round_trips_through_the_database_unchanged(repo) -> None:
+    """JSON columns keep every value and its type; the id still hashes right when read back."""
+    params = {"lr": 1e-5, "steps": 2**53 + 1, "nested": {"z": [1, 2.5, None, True], "a": "nul \x00 inside json"},
+              "text": "ünïcode ✓ \"quoted\" \\ back"}
+    commit = Commit.create(A, [B], "first line\n\nbody ✓", "ann", params=params, metrics={"val/accuracy": 0.5625},
+                           data_fingerprint="sha256:" + "c" * 64, backbone="sentence-transformers/all-MiniLM-L6-v2")
+    repo.commits.add(commit)
+    got = repo.commits.get(commit.id)
+    assert got == commit and commit_id(got.fields()) == got.id
+    assert type(got.params["steps"]) is int and type(got.params["lr"]) is float
+
+
+@pytest.mark.backends()
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("message", "lr\x001e-5", r"commit message 'lr\\x001e-5' holds a NUL character \(\\x00\); remove it"),
+    ("author", "x" * 256, "commit author is 256 characters long; at most 255 fit"),
+    ("backbone", "/models/" + "b" * 250, "commit backbone is 258 characters long; at most 255 fit"),
+    ("data_fingerprint", "sha\x00", "commit data fingerprint 'sha\\\\x00' holds a NUL character"),
+], ids=["nul-message", "long-author", "long-backbone", "nul-fingerprint"])
+def test_text_a_database_cannot_hold_is_refused_before_anything_is_written(
+    repo, tiny_tensors, snapshot, field: str, value: str, match: str
+) -> None:
+    """PostgreSQL stores no NUL in text and checks column lengths; no backend accepts them, with a clear error."""
+    before = snapshot(repo)
+    kwargs = {"message": "m", field: value} if field != "message" else {"message": value}
+    with pytest.raises(StoreError, match=f"^{match}"):
+        repo.commit_tensors(tiny_tensors(0), {}, **kwargs)
+    assert snapshot(repo) == before
+
+
+@pytest.mark.backends()
+def test_a_ref_name_longer_than_the_refs_table_holds_is_refused(repo, tiny_tensors) -> None:
+    repo.commit_tensors(tiny_tensors(0), {}, "first")
+    long = "exp/" + "x" * 241  # refs/heads/ + 245 characters = 256
+    with pytest.raises(StoreError, match=rf"^branch name exp/x+… is too long: refs/heads/{long} has 256 characters, "
+                       "at most 255 fit$"):
+        repo.create_branch(long)
+    assert set(repo.branches()) == {"main"}
+    repo.create_branch(long[:-1])

@@ -14,6 +14,8 @@ from rewardkit.store import Repository
 from rewardkit.store.merge import commit_merge, fast_forward, merge_base, plan_merge
 from rewardkit.store.objects import ObjectStore
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 FILES = {"config.json": b'{"model_type": "tiny", "hidden_size": 4}\n', "tokenizer/vocab.txt": b"[PAD]\nhello\n"}
 
 

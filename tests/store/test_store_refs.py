@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import re
 import threading
 from itertools import count
 
 import pytest
 import torch
+from sqlalchemy import delete
 
-from rewardkit.errors import RefError, StoreError
+from rewardkit.errors import RefError, RefMovedError, StoreError
 from rewardkit.store import ANY, Repository
 from rewardkit.store.commits import Commit
+from rewardkit.store.db import commits_table
+
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
 
 
 def _commits(repo: Repository, n: int) -> list[Commit]:
@@ -131,3 +136,62 @@ def test_ambiguous_prefix_lists_candidates(repo: Repository) -> None:
     assert other.id[:12] in str(info.value) and c.id[:12] in str(info.value)
     assert "type more characters" in str(info.value)
     assert repo.resolve(c.id[:20]) == c
+
+
+@pytest.mark.parametrize(("ref", "expected"), [("refs/heads/main", "head"), ("refs/tags/t", None)])
+def test_a_ref_never_points_at_a_commit_deleted_meanwhile(
+    repo: Repository, wait_until_blocked, ref: str, expected: str | None
+) -> None:
+    """The target commit is deleted (as gc does) after set_ref checked it exists: refused, nothing moves.
+
+    On PostgreSQL the check sees the commit (the delete is not committed), and the write waits for the delete,
+    then meets the foreign key; on SQLite the write lock orders them.
+    """
+    head = _commits(repo, 1)[0]
+    gone = Commit.create(head.manifest_id, [head.id], "dangling", "me")
+    repo.commits.add(gone)
+    before = repo.all_refs()
+    errors: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            repo.refs.set_ref(ref, gone.id, head.id if expected else None, "reset")
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    with repo.engine.begin() as gc:
+        gc.execute(delete(commits_table).where(commits_table.c.id == gone.id))
+        moving = threading.Thread(target=move)
+        moving.start()
+        wait_until_blocked(repo)
+    moving.join(timeout=60)
+    assert len(errors) == 1 and isinstance(errors[0], StoreError), errors
+    assert re.match(rf"cannot point (branch main|tag t) at {gone.id}: no such commit", str(errors[0]))
+    assert repo.all_refs() == before
+
+
+def test_two_creators_of_one_branch_one_is_told_it_moved(repo: Repository, wait_until_blocked) -> None:
+    """Both read "no such branch"; the second insert waits for the first, then meets the key: RefMovedError.
+
+    On PostgreSQL that is the unique index inside a savepoint (the transaction lives on); on SQLite the write
+    lock orders them and the second sees the branch on its re-read.
+    """
+    first, second = _commits(repo, 2)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            repo.refs.set_ref("refs/heads/new", second.id, None, "branch: created")
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    with repo.engine.begin() as creator:
+        repo.refs.set_ref("refs/heads/new", first.id, None, "branch: created", creator)
+        racing = threading.Thread(target=create)
+        racing.start()
+        wait_until_blocked(repo)
+    racing.join(timeout=60)
+    assert len(errors) == 1 and isinstance(errors[0], RefMovedError), errors
+    assert str(errors[0]).startswith("branch new moved: expected (no ref)")
+    assert repo.refs.get("refs/heads/new") == first.id
+    assert [(e.old, e.new) for e in repo.refs.reflog("refs/heads/new")] == [(None, first.id)]

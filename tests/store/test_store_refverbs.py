@@ -13,6 +13,8 @@ from rewardkit.store import ANY, Repository
 from rewardkit.store.commits import Commit
 from rewardkit.store.gates import Gate
 
+pytestmark = pytest.mark.backends()  # each test's `repo` on SQLite, then on PostgreSQL
+
 
 def _commit(repo: Repository, value: float, message: str, **kwargs) -> Commit:
     return repo.commit_tensors({"w": torch.full((2,), value)}, {}, message, **kwargs)
@@ -158,6 +160,7 @@ def test_commit_retry_reparents_onto_the_moved_branch(repo: Repository, monkeypa
     assert landed.parents == [other.id] and repo.resolve("main") == landed
 
 
+@pytest.mark.backends("sqlite")  # version 1 was SQLite only
 def test_v1_repository_is_upgraded_on_open(repo: Repository) -> None:
     c0 = _commit(repo, 0, "c0")
     path = repo.path

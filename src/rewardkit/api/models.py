@@ -148,10 +148,14 @@ def checkout(ref: str, to: str | Path, *, merged: bool = False, force: bool = Fa
     Raises:
         RefError: ``ref`` names no commit.
         StoreError: ``to`` is a file or a non-empty folder without ``force``; an object is
-            missing or corrupt.
+            missing or corrupt; a partial clone never fetched the commit's objects (the message
+            says to run ``rewardkit fetch``).
     """
+    from rewardkit.store.remote.partial import check_fetched
+
     repo = repo or Repository.discover()
     commit = repo.resolve(ref)
+    check_fetched(repo, commit, ref)  # a partial clone: say how to fetch it, rather than "object missing"
     if is_adapter(commit):
         checkout_adapter(repo, commit, to, merged=merged, force=force)
     else:

@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import diff, evaluate, maintenance, merge, refs, repo, rl, train
+from rewardkit.cli import diff, evaluate, maintenance, merge, refs, remote, repo, rl, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -39,6 +39,11 @@ app.command()(maintenance.fsck)
 app.command()(maintenance.gc)
 app.command()(diff.diff)
 app.add_typer(rl.app, name="rl")
+app.add_typer(remote.remote_app, name="remote")
+app.command()(remote.push)
+app.command()(remote.fetch)
+app.command()(remote.pull)
+app.command()(remote.clone)
 
 
 DEBUG_ENV = "REWARDKIT_DEBUG"  # set to 1 to see the traceback of an unexpected error

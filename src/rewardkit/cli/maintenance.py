@@ -29,7 +29,13 @@ def parse_duration(text: str | float) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-def fsck(as_json: JsonOption = False, repo: RepoOption = None) -> int:
+def fsck(
+    remote: Annotated[str | None, typer.Option(
+        "--remote", help="Check this remote instead (see `rewardkit remote list`): every branch's commits and "
+        "objects present and hashing right.", show_default=False)] = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> int:
     """Check every object, manifest, commit, ref, alias and reflog entry; exit 1 if anything is wrong.
 
     Dangling commits and objects (reachable from no ref or reflog entry: what gc removes) and
@@ -38,11 +44,30 @@ def fsck(as_json: JsonOption = False, repo: RepoOption = None) -> int:
     from rewardkit.store.fsck import fsck as check  # imports torch
     from rewardkit.store.repository import DEFAULT_DIR
 
+    if remote is not None:
+        return _fsck_remote(remote, as_json, repo)
     report = check(repo or Path(DEFAULT_DIR))
     if as_json:
         print_json(report.to_dict())
     else:
         console.print(fsck_summary(report), soft_wrap=True)
+    return 0 if report.ok else 1
+
+
+def _fsck_remote(name: str, as_json: bool, repo: Path | None) -> int:
+    from rewardkit.store.remote import fsck_remote
+    from rewardkit.store.remote.config import open_remote
+
+    with open_repo(repo) as r:
+        report = fsck_remote(open_remote(r, name))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for line in [*(f"error: {p}" for p in report.problems), *(f"info: {n}" for n in report.notes)]:
+            console.print(line, soft_wrap=True)
+        verdict = f"{len(report.problems)} problem(s)" if report.problems else "ok: nothing is wrong"
+        console.print(f"fsck {name} ({report.url}): {len(report.refs)} branches, {report.commits} commits, "
+                      f"{report.objects} objects checked; {verdict}", soft_wrap=True)
     return 0 if report.ok else 1
 
 

@@ -17,6 +17,9 @@ def branch(
     = "HEAD",
     delete: Annotated[str | None, typer.Option("--delete", "-d", help="Delete this branch (its reflog keeps "
                                                "where it was, so nothing is lost).", show_default=False)] = None,
+    all_branches: Annotated[bool, typer.Option("--all", "-a", help="List the remote-tracking branches too "
+                                               "(remotes/origin/main: where `fetch` last saw origin's main).")]
+    = False,
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
@@ -30,9 +33,12 @@ def branch(
             target = r.create_branch(name, start)
             console.print(f"Created branch {name} at {target[:10]}")
         elif as_json:
-            print_json({"current": r.current_branch(), "branches": r.branches()})
+            remotes = {"remotes": r.remote_branches()} if all_branches else {}
+            print_json({"current": r.current_branch(), "branches": r.branches()} | remotes)
         else:
-            console.print(refs_table("branch", r.branches(), r.commits.get, current=r.current_branch()))
+            shown = r.branches() | ({f"remotes/{n}": id for n, id in r.remote_branches().items()} if all_branches
+                                    else {})
+            console.print(refs_table("branch", shown, r.commits.get, current=r.current_branch()))
 
 
 def switch(

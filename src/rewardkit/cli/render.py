@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rewardkit.store.fsck import FsckReport
     from rewardkit.store.gc import GcReport
     from rewardkit.store.merge import MergePlan
+    from rewardkit.store.remote import TransferReport
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -120,7 +121,7 @@ def _decorations(refs: dict[str, str], current: str | None) -> dict[str, list[st
     labels: dict[str, list[str]] = {}
     for full, cid in refs.items():
         kind, _, name = full.removeprefix("refs/").partition("/")
-        label = {"heads": name, "tags": f"tag: {name}", "aliases": f"alias: {name}"}.get(kind, full)
+        label = {"heads": name, "tags": f"tag: {name}", "aliases": f"alias: {name}", "remotes": name}.get(kind, full)
         if kind == "heads" and name == current:
             label = f"HEAD -> {name}"
         labels.setdefault(cid, []).append(label)
@@ -463,3 +464,57 @@ def merge_summary(plan: MergePlan, commit: Commit | None) -> str:
             f"Merge made by the '{plan.strategy}' strategy from base {(plan.base or '')[:10]}.\n"
             f"tensors: {counts['combined']} combined, {counts['taken']} taken from one side, "
             f"{counts['kept']} unchanged{deleted}")
+
+
+class TransferBar:
+    """A rich progress bar for a push or fetch: objects and bytes (the Progress protocol of rewardkit.store.remote).
+
+    Drawn on stderr, only on a terminal, and cleared when done; the command prints what moved
+    with :func:`transfer_summary`. ``advance`` may be called from the transfer's worker threads.
+    """
+
+    def __init__(self) -> None:
+        """A bar on stderr, not started until :meth:`start`."""
+        import threading
+
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        err = Console(stderr=True)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  TextColumn("{task.fields[done]}/{task.fields[objects]} objects"), DownloadColumn(),
+                                  TransferSpeedColumn(), console=err, transient=True, disable=not err.is_terminal)
+        self._lock = threading.Lock()
+        self._task: Any = None
+        self._done = 0
+
+    def start(self, what: str, objects: int, bytes: int) -> None:  # noqa: A002 (the protocol's name)
+        """Begin a bar for ``what`` (e.g. ``push origin``): ``objects`` objects of ``bytes`` bytes in all."""
+        with self._lock:
+            if self._task is None:
+                self._progress.start()
+            else:
+                self._progress.remove_task(self._task)
+            self._done = 0
+            self._task = self._progress.add_task(what, total=bytes, done=0, objects=objects)
+
+    def advance(self, bytes: int) -> None:  # noqa: A002 (the protocol's name)
+        """One more object moved, of ``bytes`` bytes."""
+        with self._lock:
+            self._done += 1
+            self._progress.update(self._task, advance=bytes, done=self._done)
+
+    def __enter__(self) -> TransferBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+
+def transfer_summary(what: str, report: TransferReport) -> str:
+    """``push origin: 3 objects (1.2 MiB), 1 commit; main -> 1a2b3c4d5e``, as git says what moved."""
+    refs = ", ".join(f"{ref.removeprefix('refs/heads/').removeprefix('refs/remotes/')} -> {id[:10]}"
+                     for ref, id in report.refs.items())
+    moved = (f"{report.objects} object{'s' * (report.objects != 1)} ({_size(report.bytes)}), "
+             f"{report.commits} commit{'s' * (report.commits != 1)}")
+    return f"{what}: {moved}" + (f"; {refs}" if refs else "")

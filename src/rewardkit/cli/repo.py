@@ -17,14 +17,20 @@ from rewardkit.cli.render import commit_table, console, log_table, metrics_table
 def init(
     path: Annotated[Path | None, typer.Argument(help="Folder to create; default: $REWARDKIT_REPO or ./.rewardkit.",
                                                 show_default=False)] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", envvar="REWARDKIT_DB_URL", show_default=False,
+        help="Metadata database URL: postgresql://USER@HOST:PORT/DBNAME for a shared PostgreSQL database "
+             "(password in PGPASSWORD or ~/.pgpass, never in the URL); default: SQLite meta.db in the "
+             "repository.")] = None,
     repo: RepoOption = None,
 ) -> None:
-    """Create an empty repository (objects folder + SQLite metadata in WAL mode)."""
+    """Create an empty repository: an objects folder, and metadata in SQLite (WAL mode) or PostgreSQL."""
     from rewardkit.store.repository import DEFAULT_DIR, Repository  # imports torch
 
     target = path or repo or Path(DEFAULT_DIR)
-    Repository.init(target).close()
-    console.print(f"Initialised empty rewardkit repository in {target}")
+    Repository.init(target, db_url=db).close()
+    where = f" (metadata in {db})" if db else ""
+    console.print(f"Initialised empty rewardkit repository in {target}{where}")
 
 
 def commit(
@@ -53,7 +59,8 @@ def log(
     ref: Annotated[str, typer.Argument(help="Where to start: branch, tag, alias, HEAD~N or commit id.")] = "HEAD",
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N commits.", min=0)] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Draw branches and merges, as git log --graph.")] = False,
-    all_refs: Annotated[bool, typer.Option("--all", help="Start from every branch, tag and alias, not REF.")]
+    all_refs: Annotated[bool, typer.Option(
+        "--all", help="Start from every branch, tag, alias and remote-tracking branch (origin/main), not REF.")]
     = False,
     as_json: JsonOption = False,
     repo: RepoOption = None,
@@ -94,9 +101,19 @@ def checkout(
     merged: Annotated[bool, typer.Option(
         "--merged", help="For a LoRA adapter: write full weights (base + merged LoRA delta) instead of the "
                          "adapter folder with its base in base/.")] = False,
+    from_remote: Annotated[str | None, typer.Option(
+        "--from", help="Fetch only what REF needs from this remote first (REF: a remote branch, main~2 or a commit "
+        "id there); other versions' objects stay on the remote.", show_default=False)] = None,
     repo: RepoOption = None,
 ) -> None:
     """Write a version as a folder that transformers and TRL load unchanged (a LoRA adapter: peft)."""
     with open_repo(repo) as r:
-        c = api.checkout(ref, to, merged=merged, force=force, repo=r)
+        if from_remote is None:
+            c = api.checkout(ref, to, merged=merged, force=force, repo=r)
+        else:
+            from rewardkit.api.remote import checkout_from
+            from rewardkit.cli.render import TransferBar
+
+            with TransferBar() as bar:
+                c = checkout_from(r, from_remote, ref, to, merged=merged, force=force, progress=bar)
     console.print(f"Checked out {c.id[:10]} into {to}")

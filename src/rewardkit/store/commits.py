@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from rewardkit.errors import StoreError
 from rewardkit.store.db import commits_table, transaction
@@ -77,10 +78,21 @@ class Commit:
         """Build a commit and compute its id; ``created_at`` defaults to now.
 
         Raises:
-            StoreError: If ``message`` is empty, or params/metrics are not JSON values.
+            StoreError: If ``message`` is empty, params/metrics are not JSON values, or a text
+                field holds a NUL character or is longer than its column (author, data
+                fingerprint, backbone: 255 characters). PostgreSQL stores neither, so no
+                backend accepts them: a history reads the same on every database.
         """
         if not message.strip():
             raise StoreError("commit message is empty; say what changed, e.g. -m 'lr 1e-5'")
+        for column, value in (("message", message), ("author", author), ("data_fingerprint", data_fingerprint),
+                              ("backbone", backbone)):
+            what = column.replace("_", " ")
+            if value is not None and "\x00" in value:
+                raise StoreError(f"commit {what} {value[:40]!r} holds a NUL character (\\x00); remove it")
+            limit = commits_table.c[column].type.length  # type: ignore[attr-defined]
+            if value is not None and limit is not None and len(value) > limit:
+                raise StoreError(f"commit {what} is {len(value)} characters long; at most {limit} fit")
         fields: dict[str, Any] = {
             "manifest_id": manifest_id,
             "parents": list(parents),
@@ -144,6 +156,11 @@ class CommitStore:
     def add(self, commit: Commit, conn: Connection | None = None) -> None:
         """Write ``commit`` (a no-op if a commit with its id exists).
 
+        Two writers adding the same commit at once (say, two fetches of one remote into a
+        shared PostgreSQL database, which does not serialise them as SQLite does) both
+        succeed: the second one's insert fails on the key inside a savepoint, and the row
+        the first one committed is the same commit.
+
         Raises:
             StoreError: If ``commit.id`` does not match its fields.
         """
@@ -152,8 +169,14 @@ class CommitStore:
                 f"commit {commit.id} does not hash to its id; build it with Commit.create"
             )
         with transaction(self.engine, conn) as c:
-            if not self._has(c, commit.id):
-                c.execute(insert(commits_table).values(**asdict(commit)))
+            if self._has(c, commit.id):
+                return
+            try:
+                with c.begin_nested():
+                    c.execute(insert(commits_table).values(**asdict(commit)))
+            except IntegrityError:
+                if not self._has(c, commit.id):
+                    raise
 
     def get(self, id: str, conn: Connection | None = None) -> Commit:
         """Return commit ``id``.

@@ -1,10 +1,21 @@
 """The metadata database: commits, refs and the reflog, through SQLAlchemy Core.
 
-The engine URL is pluggable (``sqlite:///…`` by default, ``postgresql://…`` later). On
+Two backends run the same statements: SQLite (``sqlite:///…/meta.db``, the embedded
+default) and PostgreSQL (``postgresql://user@host:port/dbname``, through the psycopg 3
+driver whatever driver SQLAlchemy would pick by default; ``pip install
+'rewardkit[postgres]'``). Other URLs are refused: only these two are tested. On
 SQLite every connection runs in WAL mode with a busy timeout, and every transaction is
 ``BEGIN IMMEDIATE``, so a read-then-write (the ref compare-and-swap) holds the write lock
 from its first read: SQLite's own driver would otherwise begin the transaction only at
-the first write.
+the first write. PostgreSQL runs at its default isolation, READ COMMITTED: the ref
+compare-and-swap is a conditional ``UPDATE … WHERE commit_id = old``, which waits for a
+concurrent writer of the same row and then re-checks its condition on the committed
+row, so of two writers one gets "moved" (see :func:`rewardkit.store.refs._swap`).
+
+A PostgreSQL URL never carries a password into ``config.json``: :func:`check_saved_url`
+refuses one, and libpq reads it from ``PGPASSWORD`` or ``~/.pgpass`` instead. A server
+that is unreachable, refuses the login or lacks the database is a one-line
+:class:`~rewardkit.errors.StoreError` naming the URL (without a password).
 
 A damaged SQLite file ("database disk image is malformed", "file is not a database") is
 reported as a :class:`~rewardkit.errors.StoreError` naming the file and the way out,
@@ -24,6 +35,7 @@ sees the new version.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,16 +59,21 @@ from sqlalchemy import (
     event,
     insert,
     inspect,
+    make_url,
     select,
     text,
 )
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from rewardkit.errors import StoreError
 from rewardkit.store.migrations import SCHEMA_VERSION, migrate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: SQLAlchemy driver name used for ``postgresql://`` URLs (psycopg 3, not SQLAlchemy's default psycopg2).
+PG_DRIVER = "postgresql+psycopg"
+#: Seconds libpq waits for a PostgreSQL server to answer (unless the URL sets ``connect_timeout``).
+PG_CONNECT_TIMEOUT_S = 10
 
 metadata = MetaData()
 
@@ -109,19 +126,75 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).absolute().as_posix()}"
 
 
+def parse_url(url: str) -> URL:
+    """Parse a metadata database URL; a ``postgresql://`` one gets the psycopg 3 driver.
+
+    Args:
+        url: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DBNAME`` (an explicit
+            driver such as ``postgresql+psycopg2://`` is kept).
+
+    Raises:
+        StoreError: If ``url`` is not a URL of one of those two databases.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"unsupported metadata database URL {_without_password(url)!r}: expected "
+            "sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername=PG_DRIVER)
+    return parsed
+
+
+def check_saved_url(url: str) -> str:
+    """Return ``url`` if it may be saved in ``config.json``: a supported URL without a password.
+
+    Raises:
+        StoreError: If ``url`` is unsupported (see :func:`parse_url`) or holds a password,
+            which would sit in a plain file; libpq reads it from ``PGPASSWORD`` or
+            ``~/.pgpass`` instead.
+    """
+    if parse_url(url).password is not None:
+        raise StoreError(
+            f"the database URL {_without_password(url)} holds a password, which would be saved in "
+            "config.json: remove it from the URL and give it in PGPASSWORD or ~/.pgpass"
+        )
+    return url
+
+
 def connect(url: str, *, create: bool = True) -> Engine:
     """Create an engine for ``url``; with ``create``, create or migrate its tables.
 
     Args:
-        url: SQLAlchemy database URL, e.g. ``sqlite:////data/repo/meta.db``.
+        url: Database URL, e.g. ``sqlite:////data/repo/meta.db`` or
+            ``postgresql://rk@db.internal:5432/rewardkit`` (see :func:`parse_url`).
         create: Run :func:`ensure_schema` (``False`` to look first, see
             :func:`has_tables`).
 
     Raises:
-        StoreError: If the database file is damaged or of a newer schema version.
+        StoreError: If the URL is unsupported, psycopg is missing for a PostgreSQL URL,
+            the server cannot be reached or refuses the login or database (on the
+            first query), or the database file is damaged or of a newer schema version.
     """
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        try:
+            # pool_pre_ping: a pooled connection the server dropped (a restart, an idle timeout) is replaced
+            # on its next use, so a long-lived process (a scoring server) outlives it.
+            engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+        except ImportError as exc:
+            raise StoreError(
+                f"the metadata database {shown(parsed)} is PostgreSQL, and its driver is missing ({exc}): "
+                "pip install 'rewardkit[postgres]'"
+            ) from exc
+        event.listen(engine, "handle_error", _pg_on_error)
+    else:
+        engine = create_engine(parsed)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         event.listen(engine, "handle_error", _sqlite_on_error)
@@ -162,7 +235,7 @@ def ensure_schema(engine: Engine) -> None:
                 conn.execute(delete(schema_version_table))
                 conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
     except DatabaseError as exc:  # not SQLite, or damage seen before any handler ran
-        raise StoreError(f"cannot use the metadata database {shown(engine.url)}: {exc.orig}") from exc
+        raise StoreError(f"cannot use the metadata database {shown(engine.url)}: {_one_line(exc.orig)}") from exc
 
 
 def schema_version(conn: Connection) -> int:
@@ -197,7 +270,7 @@ def has_tables(engine: Engine) -> bool:
     try:
         return inspect(engine).has_table(commits_table.name)
     except DatabaseError as exc:
-        raise StoreError(f"cannot read the metadata database {engine.url!r}: {exc.orig}") from exc
+        raise StoreError(f"cannot read the metadata database {shown(engine.url)}: {_one_line(exc.orig)}") from exc
 
 
 @contextmanager
@@ -211,8 +284,35 @@ def transaction(engine: Engine, conn: Connection | None = None) -> Iterator[Conn
 
 
 def shown(url: URL) -> str:
-    """The database's file (SQLite) or its URL without the password, for messages."""
-    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string()
+    """The database's file (SQLite) or its URL without the password or driver, for messages."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    if url.drivername == PG_DRIVER:
+        url = url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=True)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``, for messages about a URL not yet parsed."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _pg_on_error(context: ExceptionContext) -> None:
+    """Turn "cannot reach the server, log in or open the database" into a one-line StoreError.
+
+    Errors inside a working session (a constraint, a lock) are left to their callers; a
+    pool's pre-ping handles its own failures.
+    """
+    if context.is_pre_ping or not (context.connection is None or context.is_disconnect):
+        return
+    where = shown(context.engine.url) if context.engine is not None else "(PostgreSQL)"
+    what = "cannot connect to" if context.connection is None else "lost the connection to"
+    raise StoreError(f"{what} the metadata database {where}: {_one_line(context.original_exception)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver's message (libpq's run over several lines, with hints) on one line."""
+    return " ".join(str(error).split())
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -6,7 +6,7 @@ What is checked, and what counts as wrong (an *error*; ``rewardkit fsck`` exits 
   that does not hash to its id, or has a bad header or size, is **corrupt**; an object
   another object needs (:meth:`ObjectStore.dependencies`, a delta base) is **missing** if absent;
 * every commit hashes to its id (:func:`~rewardkit.store.commits.commit_id`), its parents
-  and adapter base (:meth:`Commit.base_commits`) exist, and every object it refers to
+  and lineage bases (:meth:`Commit.base_commits`: adapter, init-from) exist, and every object it refers to
   (:meth:`Commit.object_ids`, the manifest's tensors and files) exists; every manifest
   loads (:meth:`Manifest.load`: structure, dtypes, shapes);
 * every ref (branch, tag, alias) and every reflog entry's old and new commit exists;
@@ -15,8 +15,10 @@ What is checked, and what counts as wrong (an *error*; ``rewardkit fsck`` exits 
   a killed writer (``rewardkit gc`` removes them).
 
 Information only (not wrong): **dangling** commits and objects, which no ref, tag, alias or
-reflog entry reaches (a killed commit's objects; what ``rewardkit gc`` collects), and young
-``.tmp-*`` files (a write in progress, or a killed one that the next write or gc removes).
+reflog entry reaches (a killed commit's objects; what ``rewardkit gc`` collects), young
+``.tmp-*`` files (a write in progress, or a killed one that the next write or gc removes), and
+in a partial clone (:mod:`rewardkit.store.remote.partial`) commits whose manifest was never
+fetched: **not fetched (partial clone)**.
 fsck reads and never writes.
 """
 
@@ -35,7 +37,7 @@ from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import TMP_GRACE_S, ObjectStore
 from rewardkit.store.repository import CONFIG_FILE, OBJECTS_DIR, Repository
 
-Problem = Literal["missing", "corrupt", "dangling", "leftover", "damaged"]
+Problem = Literal["missing", "corrupt", "dangling", "leftover", "damaged", "not fetched"]
 Item = Literal["object", "manifest", "commit", "ref", "reflog", "temp file", "database"]
 
 
@@ -45,7 +47,8 @@ class Finding:
 
     Attributes:
         problem: ``"missing"``, ``"corrupt"``, ``"damaged"`` (database), ``"leftover"``
-            (temp file) or ``"dangling"``.
+            (temp file), ``"dangling"`` or ``"not fetched"`` (a partial clone's commit whose
+            model was never fetched: information).
         item: What kind of thing: ``"object"``, ``"manifest"``, ``"commit"``, ``"ref"``,
             ``"reflog"``, ``"temp file"`` or ``"database"``.
         name: Its name: object or commit id, full ref name, file path.
@@ -136,6 +139,7 @@ class _Checker:
         self.present: set[str] = set()
         self.corrupt: dict[str, int] = {}  # corrupt object id -> index of its finding, until a user is named
         self.reported_missing: set[str] = set()
+        self.partial = _is_partial_clone(path)
 
     def add(self, problem: Problem, item: Item, name: str, detail: str, error: bool = True) -> None:
         self.findings.append(Finding(problem, item, name, detail, error))
@@ -265,6 +269,10 @@ class _Checker:
 
     def check_commit_objects(self, c: Commit, checked_manifests: set[str]) -> None:
         """Check that the objects of commit ``c`` exist and that its manifest loads."""
+        if self.partial and c.manifest_id not in self.present:
+            self.add("not fetched", "commit", c.id, f"commit {c.id}: not fetched (partial clone): its model stays on "
+                     "the remote; `rewardkit fetch` gets it (information, not an error)", error=False)
+            return
         for id in c.object_ids():
             self.need_object(id, f"{'manifest' if id == c.manifest_id else 'probe object'} of commit {c.id}")
         manifest_id = c.manifest_id
@@ -301,3 +309,12 @@ def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
             seen.add(id)
             todo.extend(p for p in [*commits[id].parents, *commits[id].base_commits()] if p in commits)
     return seen
+
+
+def _is_partial_clone(path: Path) -> bool:
+    from rewardkit.store.remote.partial import partial_clone  # fsspec: only needed here
+
+    try:
+        return partial_clone(path) is not None
+    except StoreError:  # an unreadable config.json is reported by the checks that need it
+        return False

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from rewardkit.errors import StoreError
 from rewardkit.store.atomic import TMP_PREFIX
@@ -113,7 +114,7 @@ def gc(repo: Repository, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
             live_ids = {c.id for c in live}
             dead = [c for c in repo.commits.all() if c.id not in live_ids]
             young = [c for c in dead if now - _timestamp(c.created_at) < grace_s]
-            keep = used_objects(repo.objects, [*live, *young])
+            keep = used_objects(repo.objects, _fetched(repo, [*live, *young]))
         except StoreError as exc:
             raise StoreError(f"gc removed nothing: the repository is damaged ({exc}); run `rewardkit fsck`") from exc
         doomed_commits = sorted(c.id for c in dead if c not in young)
@@ -198,6 +199,15 @@ def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
     return found
 
 
+def _fetched(repo: Repository, commits: list[Commit]) -> list[Commit]:
+    """``commits``, less those a partial clone never fetched the model of (they use no local object)."""
+    from rewardkit.store.remote.partial import partial_clone  # fsspec: only needed here
+
+    if partial_clone(repo.path) is None:
+        return commits
+    return [c for c in commits if repo.objects.has(c.manifest_id)]
+
+
 def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set[str] | None = None) -> set[str]:
     """Return every object ``commits`` use.
 
@@ -242,7 +252,8 @@ def _remove_commits(repo: Repository, ids: list[str]) -> None:
     """Delete unreachable commit rows, in one transaction that re-checks nothing points to them.
 
     Raises:
-        StoreError: If a ref or reflog entry now names one of them (moved there during gc).
+        StoreError: If a ref or reflog entry now names one of them (moved there during gc; on
+            PostgreSQL a move committed while the delete ran is caught by the refs' foreign key).
     """
     if not ids:
         return
@@ -254,7 +265,11 @@ def _remove_commits(repo: Repository, ids: list[str]) -> None:
         if named or logged:
             raise StoreError(f"gc removed nothing: {(named or logged)[0]} moved onto an unreachable commit while gc "
                              "ran; run gc again")
-        conn.execute(delete(commits_table).where(commits_table.c.id.in_(ids)))
+        try:
+            conn.execute(delete(commits_table).where(commits_table.c.id.in_(ids)))
+        except IntegrityError as exc:  # PostgreSQL's foreign key: a ref moved there after the check above
+            raise StoreError("gc removed nothing: a ref moved onto an unreachable commit while gc ran; run gc "
+                             "again") from exc
 
 
 def temp_files(path: Path, objects: ObjectStore) -> list[Path]:

@@ -95,11 +95,16 @@ def check_full_name(full: str) -> str:
     """Return ``full`` if it is a full ref name (``refs/heads/main``) with a valid short name.
 
     Raises:
-        RefError: If the prefix is not one of :data:`KINDS` or the short name is invalid.
+        RefError: If the prefix is not one of :data:`KINDS`, the short name is invalid, or
+            the full name is longer than the refs table holds (255 characters).
     """
     for kind, prefix in KINDS.items():
         if full.startswith(prefix):
             check_ref_name(full[len(prefix):], kind)
+            limit = refs_table.c.name.type.length  # type: ignore[attr-defined]
+            if len(full) > limit:
+                raise RefError(f"{kind} name {full[len(prefix):][:40]}… is too long: {full} has {len(full)} "
+                               f"characters, at most {limit} fit")
             return full
     raise RefError(
         f"invalid ref {full!r}: expected refs/heads/, refs/tags/, refs/aliases/ or refs/remotes/ followed by a name"
@@ -133,14 +138,14 @@ class Refs:
             return c.execute(query).scalar_one_or_none()
 
     def as_dict(self, prefix: str = "refs/") -> dict[str, str]:
-        """Return full ref name -> commit id for every ref under ``prefix``, sorted by name."""
-        query = (
-            select(refs_table)
-            .where(refs_table.c.name.startswith(prefix, autoescape=True))
-            .order_by(refs_table.c.name)
-        )
+        """Return full ref name -> commit id for every ref under ``prefix``, sorted by name.
+
+        Sorted here, by code point, not by the database: a PostgreSQL database's collation
+        (``en_US.UTF-8``: ``a`` before ``B``) would order names unlike SQLite.
+        """
+        query = select(refs_table).where(refs_table.c.name.startswith(prefix, autoescape=True))
         with self.engine.connect() as c:
-            return {name: commit for name, commit in c.execute(query).all()}
+            return dict(sorted((name, commit) for name, commit in c.execute(query)))
 
     def set_ref(
         self,
@@ -179,7 +184,11 @@ class Refs:
                 )
             if new is not None and not _commit_exists(c, new):
                 raise StoreError(f"cannot point {what} at {new}: no such commit")
-            if not _swap(c, name, old, new):
+            try:
+                swapped = _swap(c, name, old, new)
+            except IntegrityError as exc:  # PostgreSQL: a concurrent gc deleted the commit after the check above
+                raise StoreError(f"cannot point {what} at {new}: no such commit (removed meanwhile)") from exc
+            if not swapped:
                 raise RefMovedError(
                     f"{what} moved: expected {old or '(no ref)'} while updating it "
                     "(another process updated it)"
@@ -211,7 +220,18 @@ def _commit_exists(conn: Connection, id: str) -> bool:
 
 
 def _swap(conn: Connection, name: str, old: str | None, new: str | None) -> bool:
-    """Replace ``old`` by ``new`` in one statement; False if another writer got there first."""
+    """Replace ``old`` by ``new`` in one statement; False if another writer got there first.
+
+    Correct on SQLite (the transaction holds the write lock from its first read) and on
+    PostgreSQL at READ COMMITTED without that lock: the ``UPDATE``/``DELETE`` waits for a
+    concurrent writer of the row, then re-checks ``commit_id = old`` on the row it
+    committed and touches nothing if it moved; of two ``INSERT``s of a new ref, the second
+    waits, then fails on the key, inside a savepoint so the caller's transaction lives on.
+
+    Raises:
+        IntegrityError: If ``new`` is no longer a commit (PostgreSQL's foreign key: a
+            concurrent gc deleted it).
+    """
     if old is None and new is None:
         return True
     if old is None:
@@ -219,6 +239,8 @@ def _swap(conn: Connection, name: str, old: str | None, new: str | None) -> bool
             with conn.begin_nested():
                 conn.execute(insert(refs_table).values(name=name, commit_id=new))
         except IntegrityError:
+            if conn.execute(select(refs_table.c.name).where(refs_table.c.name == name)).first() is None:
+                raise  # not the key: the foreign key, the commit is gone
             return False
         return True
     where = (refs_table.c.name == name) & (refs_table.c.commit_id == old)

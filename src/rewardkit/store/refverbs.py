@@ -21,6 +21,7 @@ from rewardkit.store.refs import (
     ALIASES,
     HEAD,
     HEADS,
+    REMOTES,
     TAGS,
     ReflogEntry,
     Refs,
@@ -100,6 +101,10 @@ class RefVerbs:
         """Return branch name -> commit id, sorted by name."""
         return {short_name(n): id for n, id in self.refs.as_dict(HEADS).items()}
 
+    def remote_branches(self) -> dict[str, str]:
+        """Return remote-tracking branch (``origin/main``) -> commit id, sorted by name."""
+        return {short_name(n): id for n, id in self.refs.as_dict(REMOTES).items()}
+
     def tags(self) -> dict[str, str]:
         """Return tag name -> commit id, sorted by name."""
         return {short_name(n): id for n, id in self.refs.as_dict(TAGS).items()}
@@ -109,7 +114,7 @@ class RefVerbs:
         return {short_name(n): id for n, id in self.refs.as_dict(ALIASES).items()}
 
     def all_refs(self) -> dict[str, str]:
-        """Return full ref name -> commit id for every branch, tag and alias."""
+        """Return full ref name -> commit id for every branch, tag, alias and remote-tracking branch."""
         return self.refs.as_dict()
 
     def create_branch(self, name: str, start: str = HEAD) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -110,13 +111,18 @@ class Repository(RefVerbs):
 
         Args:
             path: Folder to create, e.g. ``.rewardkit``.
-            db_url: SQLAlchemy URL of the metadata database, saved in ``config.json``;
-                default ``sqlite:///<path>/meta.db``.
+            db_url: URL of the metadata database, saved in ``config.json``: default
+                ``sqlite:///<path>/meta.db``; or ``postgresql://USER@HOST:PORT/DBNAME`` (an
+                existing database; its tables are created if it has none). No password in
+                it: libpq reads that from ``PGPASSWORD`` or ``~/.pgpass``.
 
         Raises:
-            StoreError: If ``path`` already holds a repository or other files.
+            StoreError: If ``path`` already holds a repository or other files, ``db_url``
+                is unsupported or holds a password, or its database cannot be reached.
         """
         path = Path(path)
+        if db_url is not None:
+            db.check_saved_url(db_url)
         if (path / CONFIG_FILE).is_file():
             raise StoreError(f"a rewardkit repository already exists at {path}; use it as is")
         if path.exists() and not path.is_dir():
@@ -130,11 +136,17 @@ class Repository(RefVerbs):
                 (path / name).unlink(missing_ok=True)
         for leftover in path.glob(f"{TMP_PREFIX}*") if path.is_dir() else ():  # of the interrupted init
             leftover.unlink(missing_ok=True)
+        new_folder = not path.exists()
         (path / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
         if db_url is not None:
             config["db_url"] = db_url
-        repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
+        try:
+            repo = cls(path, db_url or db.sqlite_url(path / DB_FILE))
+        except BaseException:
+            if new_folder:  # e.g. the database server is unreachable: leave no half-made folder behind
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         try:
             write_head(path, DEFAULT_BRANCH)
             write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
@@ -494,7 +506,7 @@ class Repository(RefVerbs):
         Args:
             ref: Where to start.
             limit: Show at most this many.
-            all: Start from every branch, tag and alias instead (``git log --all``).
+            all: Start from every branch, tag, alias and remote-tracking branch instead (``git log --all``).
 
         Raises:
             RefError: If ``ref`` does not name exactly one commit.
