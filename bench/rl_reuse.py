@@ -42,12 +42,13 @@ import torch
 
 from rewardkit.models import StateActionConfig, StateActionRewardModel
 from rewardkit.models.task_conditioned import TaskConditionedConfig, TaskConditionedRewardModel
+from rewardkit.rl.preferences import preference_accuracy
 from rewardkit.rl.rollout import collect
 from rewardkit.rl.tasks import PendulumGoal, task_preferences
 from rewardkit.store import Repository
 from rewardkit.training import fit_preferences
 from rewardkit.training.maml import MAMLConfig, adapt, fit_maml, preference_task_data
-from rewardkit.training.multitask import adapt_to_task, fit_multitask, preference_accuracy
+from rewardkit.training.multitask import adapt_to_task, fit_multitask
 from rewardkit.training.transfer import commit_model, init_from
 
 APPROACHES = ("scratch", "transfer", "multi-task", "maml")

@@ -11,21 +11,11 @@ import pytest
 pytest.importorskip("gymnasium", reason="the rl extra (gymnasium) is not installed")
 pytest.importorskip("stable_baselines3", reason="the rl extra (stable-baselines3) is not installed")
 
-import torch  # noqa: E402
 
 from rewardkit.api import rl  # noqa: E402
 from rewardkit.data.transitions import Transitions, load_transitions, save_transitions  # noqa: E402
 from rewardkit.errors import ConfigError, DataError  # noqa: E402
 from rewardkit.rl.preferences import PreferenceDataset, query_schedule  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks on a busy 2-core machine: one torch thread is ~10x faster than several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from rewardkit.rl.preferences import (
     Fragmenter,
     PreferenceDataset,
     SyntheticGatherer,
+    preference_accuracy,
     query_schedule,
     select_queries,
 )
@@ -169,6 +170,27 @@ def test_knobs_out_of_range(knob: str, value: float) -> None:
 
 def labelled(m: int = 6) -> PreferenceDataset:
     return SyntheticGatherer()(random_segments(m, seed=1), random_segments(m, seed=2))
+
+
+class FirstFeature:
+    """A reward model scoring a step by its first observation feature (``sign`` flips it)."""
+
+    def __init__(self, sign: float = 1.0) -> None:
+        self.sign = sign
+
+    def score(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        return self.sign * obs[:, 0]
+
+
+def test_preference_accuracy_counts_strict_labels_only() -> None:
+    first, second = random_segments(40, seed=1), random_segments(40, seed=2)
+    first, second = (Segments(s.obs, s.acts, s.next_obs, s.obs[..., 0], s.env_id) for s in (first, second))
+    dataset = SyntheticGatherer()(first, second)  # labels from the sums of obs[..., 0]
+    assert preference_accuracy(FirstFeature(), dataset) == 1.0
+    assert preference_accuracy(FirstFeature(-1.0), dataset) == 0.0
+    half = PreferenceDataset(first, second, np.where(np.arange(40) < 20, dataset.preferences, 0.5))
+    assert preference_accuracy(FirstFeature(-1.0), half) == 0.0  # the 20 ties count neither way
+    assert math.isnan(preference_accuracy(FirstFeature(), PreferenceDataset(first, second, np.full(40, 0.5))))
 
 
 def test_dataset_round_trip_and_concatenation(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ pytest.importorskip("stable_baselines3", reason="the rl extra (stable-baselines3
 from rewardkit.errors import ConfigError, ModelError  # noqa: E402
 from rewardkit.models import StateActionConfig, StateActionRewardModel  # noqa: E402
 from rewardkit.models.task_conditioned import TaskConditionedConfig, TaskConditionedRewardModel  # noqa: E402
+from rewardkit.rl.preferences import preference_accuracy
 from rewardkit.rl.rollout import collect  # noqa: E402
 from rewardkit.rl.tasks import PendulumGoal, task_preferences  # noqa: E402
 from rewardkit.training import fit_regression  # noqa: E402
-from rewardkit.training.multitask import adapt_to_task, fit_multitask, preference_accuracy  # noqa: E402
+from rewardkit.training.multitask import adapt_to_task, fit_multitask  # noqa: E402
 
 FAMILY = PendulumGoal(n_tasks=6, held_out_every=3)  # train: 0, 2, 3, 5; held out: 1, 4
 

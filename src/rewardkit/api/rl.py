@@ -353,9 +353,9 @@ def regression_metrics(model: nn.Module, held: Transitions) -> dict[str, float]:
 
 def preference_metrics(model: nn.Module, held: PreferenceDataset) -> dict[str, float]:
     """``validation/preference_accuracy`` on held-out pairs and ``validation/reward_correlation`` on their steps."""
-    from rewardkit.rl.comparisons import preference_accuracy
+    from rewardkit.rl.preferences import preference_accuracy
 
-    accuracy, _ = preference_accuracy(model, held)
+    accuracy = preference_accuracy(model, held)
     steps = [np.concatenate([getattr(f, name).reshape(-1, *getattr(f, name).shape[2:])
                              for f in (held.fragments1, held.fragments2)]) for name in ("obs", "acts", "next_obs")]
     true = np.concatenate([held.fragments1.rews.reshape(-1), held.fragments2.rews.reshape(-1)])
@@ -639,8 +639,9 @@ def learn(env_id: str, out: str | Path, settings: LearnSettings, *, commit_messa
         OutputError: ``out`` cannot be written.
     """
     from rewardkit.evaluation.metrics import bootstrap_ci
-    from rewardkit.rl.comparisons import PreferenceComparisons, preference_accuracy
+    from rewardkit.rl.comparisons import PreferenceComparisons
     from rewardkit.rl.ppo import evaluate_true_return, progress_bar, write_curves
+    from rewardkit.rl.preferences import preference_accuracy
 
     check_env_id(env_id)
     s = settings
@@ -658,7 +659,7 @@ def learn(env_id: str, out: str | Path, settings: LearnSettings, *, commit_messa
     returns = evaluate_true_return(loop.agent, env_id, n_episodes=s.eval_episodes, seed=10_000 + s.seed)
     low, high = bootstrap_ci(returns, level=LEVEL)
     heldout = _fresh_pairs(loop)
-    accuracy, _ = preference_accuracy(model, heldout) if heldout is not None else (math.nan, 0)
+    accuracy = preference_accuracy(model, heldout) if heldout is not None else math.nan
     metrics = {"rl/true_return": float(returns.mean()), "rl/true_return_ci_low": low,
                "rl/true_return_ci_high": high, "validation/preference_accuracy": accuracy}
     dataset = loop.dataset

@@ -268,7 +268,7 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     return table
 
 
-# -- LoRA adapters (issue 6, helper lora) ----------------------------------------------------
+# -- lineage: LoRA adapters (issue 6) and init-from bases (train --init-from, training.transfer) ---------
 
 def lineage_label(commit: Commit) -> str | None:
     """``from 1a2b3c4d5e`` for a model initialised from a stored version (``params["base"]``), else None."""

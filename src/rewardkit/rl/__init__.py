@@ -21,6 +21,8 @@ __getattr__, __dir__ = lazy_exports(
         "PreferenceDataset": "rewardkit.rl.preferences",
         "query_schedule": "rewardkit.rl.preferences",
         "select_queries": "rewardkit.rl.preferences",
+        "fragment_returns": "rewardkit.rl.preferences",
+        "preference_accuracy": "rewardkit.rl.preferences",
         "TaskFamily": "rewardkit.rl.tasks",
         "Task": "rewardkit.rl.tasks",
         "task_family": "rewardkit.rl.tasks",

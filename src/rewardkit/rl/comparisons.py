@@ -19,7 +19,6 @@ such as SAC) is not needed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,14 @@ from rewardkit.data.transitions import Segments
 from rewardkit.errors import ConfigError
 from rewardkit.models.ensemble import RewardEnsemble
 from rewardkit.rl.ppo import RecordingReward, ReturnCurves, StepProgress, make_ppo
-from rewardkit.rl.preferences import Fragmenter, PreferenceDataset, SyntheticGatherer, query_schedule, select_queries
+from rewardkit.rl.preferences import (
+    Fragmenter,
+    PreferenceDataset,
+    SyntheticGatherer,
+    fragment_returns,
+    query_schedule,
+    select_queries,
+)
 from rewardkit.rl.rollout import collect
 from rewardkit.training.segments import fit_preferences
 
@@ -156,25 +162,3 @@ class PreferenceComparisons:
         returns = [fragment_returns(self.reward_model.score_members, f) for f in (fragments1, fragments2)]
         probs = 1 / (1 + np.exp(-np.clip(returns[0] - returns[1], -50, 50)))
         return probs.std(axis=0, ddof=1)
-
-
-def fragment_returns(score: Callable[..., np.ndarray], fragments: Segments) -> np.ndarray:
-    """Learned returns of fragments: ``(M,)`` for a ``score``, ``(K, M)`` for an ensemble's ``score_members``."""
-    m, length = fragments.rews.shape
-    flat = [x.reshape(m * length, *x.shape[2:]) for x in (fragments.obs, fragments.acts, fragments.next_obs)]
-    rewards = np.asarray(score(*flat), dtype=np.float64)
-    return rewards.reshape(*rewards.shape[:-1], m, length).sum(axis=-1)
-
-
-def preference_accuracy(model: nn.Module, dataset: PreferenceDataset) -> tuple[float, int]:
-    """Share of the non-tied pairs whose preferred fragment has the higher learned return.
-
-    Returns:
-        ``(accuracy, n_pairs)``; accuracy is NaN when every pair is a tie.
-    """
-    returns = [fragment_returns(model.score, f) for f in (dataset.fragments1, dataset.fragments2)]
-    decided = dataset.preferences != 0.5
-    if not decided.any():
-        return math.nan, 0
-    predicted = returns[0][decided] > returns[1][decided]
-    return float((predicted == (dataset.preferences[decided] > 0.5)).mean()), int(decided.sum())

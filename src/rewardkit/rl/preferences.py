@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from rewardkit.data.transitions import (
     write_npz,
 )
 from rewardkit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PREFERENCES_FORMAT = "rewardkit-preferences/1"
 
@@ -418,3 +422,42 @@ def select_queries(
             "one per pair"
         )
     return np.argsort(-scores, kind="stable")[:n].astype(np.int64)
+
+
+def fragment_returns(score: Callable[..., np.ndarray], fragments: Segments, **score_kw: Any) -> np.ndarray:
+    """Learned returns of fragments: ``(M,)`` for a ``score``, ``(K, M)`` for an ensemble's ``score_members``.
+
+    Args:
+        score: Numpy scorer taking ``(obs, acts, next_obs)`` of ``M * L`` steps.
+        fragments: ``M`` fragments of ``L`` steps.
+        **score_kw: Passed on to ``score`` (``task`` rows of a task-conditioned model).
+    """
+    m, length = fragments.rews.shape
+    flat = [x.reshape(m * length, *x.shape[2:]) for x in (fragments.obs, fragments.acts, fragments.next_obs)]
+    rewards = np.asarray(score(*flat, **score_kw), dtype=np.float64)
+    return rewards.reshape(*rewards.shape[:-1], m, length).sum(axis=-1)
+
+
+def preference_accuracy(model: nn.Module, dataset: PreferenceDataset, task: Any = None) -> float:
+    """Share of the strictly labelled pairs whose preferred fragment has the higher learned return.
+
+    Args:
+        model: A model with a numpy ``score`` (state-action, ensemble), or a task-conditioned one with ``task``.
+        dataset: The labelled pairs; those labelled 0.5 (equal) are left out.
+        task: The :class:`~rewardkit.rl.tasks.Task` the pairs belong to, for a task-conditioned model.
+
+    Returns:
+        Accuracy in ``[0, 1]``; NaN when every pair is a tie.
+    """
+    score_kw = {}
+    if task is not None:
+        from rewardkit.training.multitask import task_inputs
+
+        score_kw["task"] = task_inputs(model, task, dataset.fragments1.rews.size)
+    labels = np.asarray(dataset.preferences)
+    decided = labels != 0.5
+    if not decided.any():
+        return math.nan
+    returns = [fragment_returns(model.score, f, **score_kw) for f in (dataset.fragments1, dataset.fragments2)]
+    predicted = returns[0][decided] > returns[1][decided]
+    return float((predicted == (labels[decided] > 0.5)).mean())

@@ -170,29 +170,3 @@ def adapt_to_task(
     for param in adapted.parameters():
         param.requires_grad_(True)
     return adapted
-
-
-def preference_accuracy(model: torch.nn.Module, dataset: Any, task: Task | None = None) -> float:
-    """Share of strictly labelled pairs whose preferred segment gets the higher learned return.
-
-    Args:
-        model: A state-action model, or a task-conditioned one with ``task``.
-        dataset: A ``PreferenceDataset``; pairs labelled 0.5 (equal) are left out.
-        task: The task the pairs belong to (for a task-conditioned model).
-
-    Returns:
-        Accuracy in ``[0, 1]`` (NaN when no pair has a strict label).
-    """
-    def returns(segments: Any) -> np.ndarray:
-        m, length = segments.obs.shape[:2]
-        flat = [np.reshape(getattr(segments, k), (m * length, *getattr(segments, k).shape[2:]))
-                for k in ("obs", "acts", "next_obs")]
-        kw = {"task": task_inputs(model, task, m * length)} if task is not None else {}
-        return model.score(*flat, **kw).reshape(m, length).sum(axis=1)
-
-    labels = np.asarray(dataset.preferences)
-    strict = labels != 0.5
-    if not strict.any():
-        return float("nan")
-    predicted = returns(dataset.fragments1) > returns(dataset.fragments2)
-    return float((predicted[strict] == (labels[strict] > 0.5)).mean())
