@@ -141,9 +141,18 @@ class Commit:
         reachable, fsck checks they exist, ``show`` and ``log`` display them.
         """
         params = self.params if isinstance(self.params, dict) else {}
-        adapter = params.get("adapter")
-        found = [adapter.get("base") if isinstance(adapter, dict) else None, params.get("base")]
+        found = [self.adapter_base(), params.get("base")]
         return list(dict.fromkeys(base for base in found if isinstance(base, str)))
+
+    def adapter_base(self) -> str | None:
+        """The commit whose tensors this one's model needs: a LoRA adapter's base, else None.
+
+        Of the lineage (:meth:`base_commits`) only this base is needed to rebuild the model; a
+        transfer base was only the starting point, so a partial clone does not fetch its tensors.
+        """
+        adapter = self.params.get("adapter") if isinstance(self.params, dict) else None
+        base = adapter.get("base") if isinstance(adapter, dict) else None
+        return base if isinstance(base, str) else None
 
 
 class CommitStore:
