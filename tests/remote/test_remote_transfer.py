@@ -412,3 +412,16 @@ def test_fetch_lands_commits_and_refs_under_the_write_lock_gc_takes(repo, origin
         with pytest.raises(StoreError, match="no such commit"):  # the patched add added nothing
             fetch(clone, origin)
         assert held == [True]
+
+
+def test_objects_for_a_fine_tune_leaves_its_transfer_base_behind(repo, origin, tiny_tensors, tmp_path):
+    """A transfer base (params["base"]) is lineage, not a dependency: a partial fetch skips its tensors."""
+    base = repo.commit_tensors(tiny_tensors(0), FILES, "base", branch="base")
+    tuned = repo.commit_tensors(tiny_tensors(1), FILES, "fine-tune", params={"base": base.id})
+    assert tuned.base_commits() == [base.id] and tuned.adapter_base() is None
+    push(repo, origin, ["main", "base"])
+    with Repository.init(tmp_path / "clone") as clone:
+        fetch(clone, origin, ["main"], objects_for=[tuned.id])
+        assert clone.commits.has(base.id)  # its metadata came with the lineage
+        assert not clone.objects.has(base.manifest_id)
+        assert torch.equal(clone.load_tensors(tuned.id)["embed.weight"], tiny_tensors(1)["embed.weight"])

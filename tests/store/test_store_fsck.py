@@ -112,6 +112,15 @@ def test_an_edited_commit_row_is_named(repo: Repository, tiny_tensors) -> None:
     assert {(f.problem, f.item, f.name) for f in fsck(repo).errors} == {("corrupt", "commit", first.id)}
 
 
+def test_a_missing_lineage_base_is_named(repo: Repository, tiny_tensors) -> None:
+    """A model initialised from a version (``params["base"]``, train --init-from) whose base is gone."""
+    gone = "e" * 64
+    tuned = repo.commit_tensors(tiny_tensors(0), {}, "tuned", params={"base": gone, "frozen": ["embed.*"]})
+    [finding] = fsck(repo).errors
+    assert (finding.problem, finding.item, finding.name) == ("missing", "commit", gone)
+    assert finding.detail == f"commit {gone} is missing (lineage base of {tuned.id})"
+
+
 @pytest.mark.backends("sqlite")  # PostgreSQL enforces the refs' foreign key: no such ref can be written there
 def test_a_dangling_ref_is_named(repo: Repository, tiny_tensors) -> None:
     _two_commits(repo, tiny_tensors)

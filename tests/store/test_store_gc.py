@@ -233,6 +233,17 @@ def test_expire_reflog_lets_gc_collect_a_deleted_branch(repo: Repository, tiny_t
         gc(repo, expire_reflog_s=-1)
 
 
+def test_gc_keeps_the_base_an_init_from_commit_names_in_its_lineage(repo: Repository, tiny_tensors) -> None:
+    """A model initialised from a stored version (params["base"]) keeps that version reachable, as an adapter does."""
+    base = repo.commit_tensors(tiny_tensors(0), {}, "base", move_branch=False)  # on no branch: lineage only
+    tuned = repo.commit_tensors(tiny_tensors(1), {}, "tuned", params={"base": base.id})
+    assert tuned.parents == [] and tuned.base_commits() == [base.id]
+    _age_all(repo, 3 * HOUR)
+    report = gc(repo, grace_s=0)
+    assert base.id not in report.removed_commits and repo.commits.has(base.id)
+    assert fsck(repo).findings == []
+
+
 def test_gc_removes_nothing_when_a_ref_moves_onto_a_doomed_commit_meanwhile(
     repo: Repository, tiny_tensors, backend: str, wait_until_blocked
 ) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from rewardkit.api.checks import DataSource, source_names
 from rewardkit.api.models import open_model
+from rewardkit.api.rl import RewardDistance, commit_kind, reward_distance
 from rewardkit.data import PreferencePair, chat_template_renderer, load_pairs
 from rewardkit.errors import DataError
 from rewardkit.evaluation import reward_table
@@ -49,14 +50,18 @@ class ModelDiff:
     Attributes:
         store: Params, metrics, files and tensors (see :class:`~rewardkit.store.diff.CommitDiff`).
         behaviour: Rewards compared on the same pairs.
+        reward_distance: For two state-action reward models, their EPIC distance
+            (:class:`~rewardkit.api.rl.RewardDistance`); None for text models.
     """
 
     store: CommitDiff
     behaviour: Behaviour
+    reward_distance: RewardDistance | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape of ``diff --json``."""
-        return self.store.to_dict() | {"behaviour": json_ready(self.behaviour.to_dict())}
+        """The stable JSON shape of ``diff --json`` (``epic`` only for state-action models)."""
+        extra = {"epic": json_ready(self.reward_distance.to_dict())} if self.reward_distance else {}
+        return self.store.to_dict() | {"behaviour": json_ready(self.behaviour.to_dict())} | extra
 
 
 def diff(
@@ -74,6 +79,9 @@ def diff(
     are the same pairs (nothing is scored again), or, with ``probe``, by scoring both
     models on every non-tied pair of that data (read and checked before any weights are
     loaded; one model in memory at a time, each with its own tokenizer's chat template).
+    Two state-action reward models are compared by EPIC distance instead
+    (:func:`rewardkit.api.rl.reward_distance`), on ``probe`` (one transitions file) or on
+    random roll-outs of the environment their commits name.
 
     Args:
         a: The old side: a ref of ``repo`` (``main~1``, a tag, an id prefix).
@@ -91,6 +99,11 @@ def diff(
     """
     repo = repo or Repository.discover()
     ca, cb = repo.resolve(a), repo.resolve(b)
+    if commit_kind(repo, ca) == commit_kind(repo, cb) == "state-action":
+        transitions = None if probe is None else source_names(probe)[0]
+        distance = reward_distance(repo, ca, cb, probe=transitions)
+        return ModelDiff(diff_commits(repo, ca, cb, top_k), Behaviour(
+            "EPIC", 0, None, missing="state-action reward models: compared by EPIC distance"), distance)
     if probe is None:
         return ModelDiff(diff_commits(repo, ca, cb, top_k), _stored_behaviour(repo, ca, cb, a, b))
     names = ", ".join(source_names(probe))

@@ -11,6 +11,7 @@ from typing import Any
 
 from rewardkit.errors import ModelError
 from rewardkit.models import TextRewardModel
+from rewardkit.models.loading import load_reward_model, reward_model_kind
 from rewardkit.models.reward_head import check_reward_model_dir
 from rewardkit.models.text import load_tokenizer
 from rewardkit.store import Commit, Repository
@@ -162,16 +163,26 @@ def checkout(ref: str, to: str | Path, *, merged: bool = False, force: bool = Fa
     return commit
 
 
+def _model_kind(model_dir: str | Path) -> str:
+    """The kind :func:`reward_model_kind` reads from ``config.json``; ``"text"`` when it cannot be read."""
+    try:
+        return reward_model_kind(model_dir)
+    except ModelError:  # missing folder or config: check_reward_model_dir says what a text model needs
+        return "text"
+
+
 def commit(
     model_dir: str | Path, message: str, *, repo: Repository | None = None, branch: str | None = None,
     verify_existing: bool = False, retry: bool = False,
 ) -> Commit:
-    """Commit a saved text reward model folder on ``branch``.
+    """Commit a saved reward model folder on ``branch``.
 
-    The folder must hold a one-output sequence-classification model (``config.json``,
-    ``model.safetensors`` and the tokenizer's files, see
-    :func:`rewardkit.models.reward_head.check_reward_model_dir`),
-    so that every stored version scores texts; nothing is written when it does not.
+    A text model's folder must hold a one-output sequence-classification model
+    (``config.json``, ``model.safetensors`` and the tokenizer's files, see
+    :func:`rewardkit.models.reward_head.check_reward_model_dir`), so that every stored
+    version scores texts; a state-action, task-conditioned or ensemble folder (its
+    ``config.json`` ``model_type`` says which, :func:`rewardkit.models.loading.reward_model_kind`)
+    must load as that model. Nothing is written when the folder does not.
 
     Args:
         model_dir: The folder.
@@ -188,6 +199,9 @@ def commit(
         StoreError: The repository refuses the commit (empty message, bad branch name).
     """
     refuse_pickled_weights(model_dir)  # before "no model.safetensors": say why a pickle is not enough
-    check_reward_model_dir(model_dir)
+    if _model_kind(model_dir) == "text":
+        check_reward_model_dir(model_dir)
+    else:
+        load_reward_model(model_dir)  # config and every tensor must match: ModelError names the file
     return (repo or Repository.discover()).commit_dir(model_dir, message, branch=branch,
                                                     verify_existing=verify_existing, retry=retry)

@@ -376,7 +376,7 @@ def _fetch_version(repo: Repository, r: Remote, ref: str, jobs: int,
         report = transfer.fetch(repo, r, objects_for=[], jobs=jobs, progress=progress)
         id = _resolve_on(repo, r, ref)
     commit = repo.commits.get(id)
-    need = [c for c in (id, *commit.base_commits()) if missing_objects(repo, repo.commits.get(c))]
+    need = [c for c in (id, commit.adapter_base()) if c and missing_objects(repo, repo.commits.get(c))]
     if need:
         more = transfer.fetch(repo, r, objects_for=need, jobs=jobs, progress=progress)
         report = replace(report, commits=report.commits + more.commits, objects=report.objects + more.objects,

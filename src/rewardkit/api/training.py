@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.api.checks import DataSource, check_output_path, source_names
-from rewardkit.data import chat_template_renderer, fingerprint, load_pairs
+from rewardkit.data import chat_template_renderer, fingerprint, load_pairs, load_rated
 from rewardkit.errors import ConfigError
 from rewardkit.training.config import RewardConfig
 
 if TYPE_CHECKING:
     from rewardkit.api.models import ModelSource
     from rewardkit.api.tracking import MlflowTracking
-    from rewardkit.evaluation import EvalReport
+    from rewardkit.evaluation import EvalReport, RatingReport
     from rewardkit.models import TextRewardModel
     from rewardkit.store import Commit, Repository
     from rewardkit.training import TrainResult
@@ -32,7 +32,8 @@ class TrainRun:
     Attributes:
         result: What the trainer did (pairs, truncations, speed, curves).
         evaluations: Reports by name: ``"validation"`` and ``"test"`` (the held-out splits of
-            the training data) and one per ``eval_data`` source (its file name).
+            the training data) and one per ``eval_data`` source (its file name); a
+            :class:`RatingReport` (MSE, Pearson, Spearman) for ``objective="mse"``.
         model_dir: The saved model folder (loads with ``from_pretrained``).
         commit: The commit, when one was asked for; its metrics hold every evaluation.
         n_ties_dropped: Tied pairs of the training split, left out of training.
@@ -43,7 +44,7 @@ class TrainRun:
     """
 
     result: TrainResult
-    evaluations: dict[str, EvalReport]
+    evaluations: dict[str, EvalReport | RatingReport]
     model_dir: Path
     commit: Commit | None
     n_ties_dropped: int
@@ -78,6 +79,18 @@ def train(
     evaluation (nothing is scored twice), named in ``params["probe"]`` (see
     :mod:`rewardkit.store.probe`).
 
+    With ``config.objective == "mse"`` the data are rated examples (prompt, response, rating;
+    :func:`rewardkit.data.load_rated`), split the same way, the loss is the MSE of the reward
+    against the rating, and the held-out reports give MSE, Pearson and Spearman; the commit
+    records ``params["objective"]``, with standardised ratings their training mean and std in
+    ``params["ratings"]``, and stores no probe set (that is made of pairs).
+
+    ``config.init_from`` names a stored version to start from (transfer); unlike
+    ``base_model`` it must resolve in the repository. Either way a stored starting point is
+    the commit's base (lineage) in ``params["base"]``, beside the freeze patterns in
+    ``params["frozen"]`` (:func:`rewardkit.training.freeze.lineage_params`); the commit's
+    parent is the branch head as usual.
+
     With ``mlflow`` the run is logged to MLflow (config, every metric, the curves; see
     :mod:`rewardkit.api.tracking`), the commit records the MLflow run in ``params["mlflow"]``
     and the MLflow run is tagged with the commit id; an error ends the MLflow run FAILED.
@@ -98,14 +111,19 @@ def train(
     Raises:
         DataError: The data cannot be read or holds no training pair.
         ModelError: The backbone cannot be loaded.
-        ConfigError: A hyperparameter is out of range.
+        ConfigError: A hyperparameter is out of range, ``format`` is given for rated data, or a
+            freeze pattern matches no parameter.
+        RefError: ``config.init_from`` names no version of the repository.
         OutputError: ``output_dir`` (or a folder above it) is a file.
         StoreError: ``commit_message`` is given and the repository refuses the commit.
         ConfigError: ``mlflow`` is given and MLflow refuses a call (an unknown URI scheme, a store it cannot reach).
     """
     config = config or RewardConfig()
     check_output_path(output_dir, "output folder", "--output-dir", folder=True)
-    if commit_message is not None and repo is None:
+    if config.objective == "mse" and format is not None:
+        raise ConfigError(f"--format {format} names a preference-pair format; rated data (--objective mse) has one "
+                          "format: prompt, response (or completion), rating (or score)")
+    if (commit_message is not None or config.init_from is not None) and repo is None:
         from rewardkit.store import Repository
 
         repo = Repository.discover()  # fail before training, not after
@@ -119,29 +137,45 @@ def train(
 
 
 def _stored_base(config: RewardConfig, repo: Repository | None, stack: contextlib.ExitStack) -> ModelSource | None:
-    """The base model when ``config.base_model`` names a commit (not a folder), opened; else None (a folder or hub id).
+    """The stored model to start from, opened: ``config.init_from``, or ``config.base_model`` when it names a commit.
+
+    ``base_model`` may also be a folder or a hub id (then None); ``init_from`` must be a ref.
 
     Raises:
         ConfigError: LoRA on a base that is itself a LoRA adapter.
+        ModelError: The stored version is not a text reward model (e.g. a state-action one).
+        RefError: ``init_from`` names no version of the repository.
     """
-    name = config.base_model
-    if name is None or Path(name).expanduser().is_dir():
-        return None
+    name = config.init_from or config.base_model
+    if name is None or (config.init_from is None and Path(name).expanduser().is_dir()):
+        return None  # before the imports below, which bring torch: a data error must come back fast
     from rewardkit.api.models import open_model
     from rewardkit.errors import RefError, StoreError
     from rewardkit.store import Repository
     from rewardkit.store.adapters import is_adapter
 
-    try:
-        repo = repo or stack.enter_context(Repository.discover())
-    except StoreError:  # no repository here: a hub id
-        return None
-    try:
+    if config.init_from is not None:
         source = stack.enter_context(open_model(name, repo))
-    except RefError:  # not a ref of the repository: a hub id (a damaged repository is an error, not a miss)
-        return None
+    else:
+        try:
+            repo = repo or stack.enter_context(Repository.discover())
+        except StoreError:  # no repository here: a hub id
+            return None
+        try:
+            source = stack.enter_context(open_model(name, repo))
+        except RefError:  # not a ref of the repository: a hub id (a damaged repository is an error, not a miss)
+            return None
+    flag = "--init-from" if config.init_from is not None else "--base-model"
+    from rewardkit.models.loading import reward_model_kind
+
+    kind = reward_model_kind(source.folder)  # from config.json alone
+    if kind != "text":
+        from rewardkit.errors import ModelError
+
+        raise ModelError(f"{flag} {name} is a {kind} reward model; `rewardkit train` trains text reward models "
+                         "(prompt and response); give a text model's ref")
     if config.lora and is_adapter(source.commit):
-        raise ConfigError(f"--base-model {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "
+        raise ConfigError(f"{flag} {name} is a LoRA adapter; the base of a LoRA adapter must be a full model: "
                           f"`rewardkit checkout {name} --merged --to DIR`, commit DIR, and train on that commit")
     return source
 
@@ -157,14 +191,27 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
 
         return base.tokenizer() if base is not None else load_tokenizer(config.base_model)
 
-    render = chat_template_renderer(tokenizer)
-    parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
-    held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
-    held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}
-    train_split = parts["train"].first_per_source(config.limit)
-    train_pairs = train_split.pairs
-    counts = {"n_ties_dropped": len(parts["train"].ties), "n_identical": parts["train"].n_identical,
-              "n_empty": train_split.n_empty}
+    rated = config.objective == "mse"
+    if rated:
+        parts = load_rated(data).split(config.split, config.seed)
+        held_out = {name: parts[name] for name in ("validation", "test") if parts[name].examples}
+        held_out |= {Path(d).name: load_rated(d) for d in eval_data}
+        train_pairs = parts["train"].first_per_source(config.limit).examples
+        counts = {"n_ties_dropped": 0}
+    else:
+        render = chat_template_renderer(tokenizer)
+        parts = load_pairs(data, format, render_chat=render).split(config.split, config.seed)
+        held_out = {name: parts[name] for name in ("validation", "test") if parts[name].pairs}
+        held_out |= {Path(d).name: load_pairs(d, render_chat=render) for d in eval_data}
+        train_split = parts["train"].first_per_source(config.limit)
+        train_pairs = train_split.pairs
+        counts = {"n_ties_dropped": len(parts["train"].ties), "n_identical": parts["train"].n_identical,
+                  "n_empty": train_split.n_empty}
+    if not train_pairs:
+        from rewardkit.errors import DataError
+
+        raise DataError(f"the training split of {', '.join(map(str, source_names(data)))} is empty; "
+                        "give more data or a larger training share")
 
     if config.lora:  # a typo in --lora-target is refused before any weight loads
         from rewardkit.models.lora import check_backbone_targets
@@ -172,9 +219,10 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
         check_backbone_targets(base.folder if base is not None else config.base_model, config.lora_target_modules)
 
     # torch and the weights are loaded only once the data is known to be good
-    from rewardkit.evaluation import evaluate_with_rewards
+    from rewardkit.evaluation import evaluate_ratings, evaluate_with_rewards
     from rewardkit.store.probe import make_probe
     from rewardkit.training import RewardTrainer
+    from rewardkit.training.freeze import FREEZE_PARAM, lineage_params
 
     model = _load_base(config, base, Path(output_dir)) if config.lora or base is not None else None
     trainer = RewardTrainer(config, model)
@@ -186,8 +234,13 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
         return TrainRun(result, {}, model_dir, None, **counts, is_main_process=False)
     result.model.tokenizer.model_max_length = config.max_length  # so a checkout scores as trained
     result.model.save(model_dir)
-    evaluated = {name: evaluate_with_rewards(result.model, dataset, max_length=config.max_length, progress=progress)
-                 for name, dataset in held_out.items()}
+    if rated:
+        evaluated = {name: (evaluate_ratings(result.model, dataset, rating_scale=result.rating_scale,
+                                             max_length=config.max_length, progress=progress), {})
+                     for name, dataset in held_out.items()}
+    else:
+        evaluated = {name: evaluate_with_rewards(result.model, dataset, max_length=config.max_length,
+                                                 progress=progress) for name, dataset in held_out.items()}
     reports = {name: report for name, (report, _) in evaluated.items()}
     metrics = result.metrics()
     for name, report in reports.items():
@@ -199,15 +252,20 @@ def _train(data: DataSource, config: RewardConfig, base: ModelSource | None, *, 
     if commit_message is not None:
         fingerprints = {"train": fingerprint(train_pairs)} | {name: d.fingerprint for name, d in held_out.items()}
         backbone = base.commit.backbone if base is not None else config.base_model or DEFAULT_BACKBONE_NAME
-        params = {"config": config.to_dict(), "data": source_names(data), "eval_data": source_names(eval_data),
-                  "formats": parts["train"].formats, "fingerprints": fingerprints}
-        if base is not None:
-            params["base"] = base.commit.id
+        params = {"config": config.to_dict(), "objective": config.objective, "data": source_names(data),
+                  "eval_data": source_names(eval_data), "formats": parts["train"].formats,
+                  "fingerprints": fingerprints}
+        if result.rating_scale is not None:
+            params["ratings"] = {"mean": result.rating_scale[0], "std": result.rating_scale[1]}
+        if base is not None:  # lineage: the stored version the weights came from
+            params |= lineage_params(base.commit.id, config.freeze)
+        elif config.freeze:
+            params[FREEZE_PARAM] = list(config.freeze)
         if mlflow is not None:
             params["mlflow"] = mlflow.reference()
         probe_objects = []
         split = next((name for name in ("test", "validation") if name in held_out), None)
-        if split is not None:  # the probe set `diff` compares versions on: the split's first pairs
+        if split is not None and not rated:  # the probe set `diff` compares versions on: the split's first pairs
             probe = make_probe(held_out[split].pairs, evaluated[split][1])  # rewards the evaluation computed
             params["probe"] = probe.param() | {"split": split}
             probe_objects = [probe.pairs_bytes(), probe.rewards]

@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from rewardkit.cli import diff, evaluate, maintenance, merge, refs, remote, repo, train
+from rewardkit.cli import diff, evaluate, maintenance, merge, refs, remote, repo, rl, train
 from rewardkit.errors import RewardkitError
 from rewardkit.store.lock import sigterm_raises
 
@@ -38,6 +38,7 @@ app.command()(merge.merge)
 app.command()(maintenance.fsck)
 app.command()(maintenance.gc)
 app.command()(diff.diff)
+app.add_typer(rl.app, name="rl")
 app.add_typer(remote.remote_app, name="remote")
 app.command()(remote.push)
 app.command()(remote.fetch)

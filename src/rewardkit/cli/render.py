@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from rewardkit.api.diff import Behaviour
-    from rewardkit.evaluation import EvalReport
+    from rewardkit.evaluation import EvalReport, RatingReport
     from rewardkit.store import Commit, ReflogEntry
     from rewardkit.store.diff import CommitDiff, MetricRow
     from rewardkit.store.fsck import FsckReport
@@ -86,6 +86,16 @@ def eval_table(report: EvalReport, title: str) -> Table:
     identical = f", {report.n_identical} of them identical texts" if report.n_identical else ""
     empty = f"; {report.n_empty} with an empty response" if report.n_empty else ""
     table.caption = f"ties: {report.n_ties} (not in accuracy{identical}){ties}{empty}; ECE {report.ece:.3f}"
+    return table
+
+
+def rating_table(report: RatingReport, title: str) -> Table:
+    """One row: examples, MSE, Pearson and Spearman correlation of rewards with the ratings."""
+    table = Table(title=title, title_justify="left")
+    for col in ("examples", "MSE", "Pearson", "Spearman", "mean rating", "mean predicted"):
+        table.add_column(col, justify="right")
+    table.add_row(str(report.n_examples), bold(_num(report.mse)), _num(report.pearson), _num(report.spearman),
+                  _num(report.mean_rating), _num(report.mean_prediction))
     return table
 
 
@@ -197,6 +207,8 @@ def log_table(commits: list[Commit], refs: dict[str, str], current: str | None =
         message = c.message.partition("\n")[0]
         if adapter_label(c):
             message += f"  [{adapter_label(c)}]"
+        elif lineage_label(c):
+            message += f"  [{lineage_label(c)}]"
         row = (c.id[:10], ", ".join(labels.get(c.id, [])), c.created_at[:19].replace("T", " "), c.author,
                message, _pct(acc) if acc is not None else "–", (c.data_fingerprint or "–")[:10])
         table.add_row(*((drawn, *row) if graph else row))
@@ -242,6 +254,10 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
                                  f"(alpha {adapter.get('lora_alpha')}, targets "
                                  f"{', '.join(adapter.get('target_modules') or [])}; head "
                                  f"{', '.join(adapter.get('modules_to_save') or [])}); tensors below are the adapter's")
+    if lineage_label(commit):
+        frozen = (commit.params or {}).get("frozen")
+        table.add_row("lineage", f"{lineage_label(commit)} (its weights were the starting point)"
+                                 + (f"; frozen: {', '.join(frozen)}" if frozen else ""))
     table.add_row("data fingerprint", commit.data_fingerprint or "–")
     for name, value in (commit.params or {}).get("fingerprints", {}).items():  # train, validation, test, eval sets
         table.add_row(f"fingerprint {name}", str(value))
@@ -252,7 +268,13 @@ def commit_table(commit: Commit, n_tensors: int, n_files: int, n_params: int) ->
     return table
 
 
-# -- LoRA adapters (issue 6, helper lora) ----------------------------------------------------
+# -- lineage: LoRA adapters (issue 6) and init-from bases (train --init-from, training.transfer) ---------
+
+def lineage_label(commit: Commit) -> str | None:
+    """``from 1a2b3c4d5e`` for a model initialised from a stored version (``params["base"]``), else None."""
+    base = (commit.params or {}).get("base")
+    return f"from {base[:10]}" if isinstance(base, str) else None
+
 
 def adapter_label(commit: Commit) -> str | None:
     """``LoRA r=8`` for a LoRA adapter commit (``params["adapter"]``), else None."""

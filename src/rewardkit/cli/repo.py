@@ -35,7 +35,7 @@ def init(
 
 def commit(
     model_dir: Annotated[Path, typer.Argument(
-        help="Model folder with model.safetensors, config.json and the tokenizer files.")],
+        help="Model folder: model.safetensors and config.json, plus the tokenizer files for a text model.")],
     message: Annotated[str, typer.Option("--message", "-m", help="What this version changes.")],
     branch: Annotated[str | None, typer.Option(help="Branch to commit on; default: the current branch.",
                                                show_default=False)] = None,

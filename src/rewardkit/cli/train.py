@@ -12,7 +12,7 @@ from typer.models import OptionInfo
 from rewardkit import api
 from rewardkit.api.tracking import mlflow_requested
 from rewardkit.cli.options import FormatOption, JsonOption, RepoOption, open_repo
-from rewardkit.cli.render import bold, console, eval_table, print_json
+from rewardkit.cli.render import bold, console, eval_table, print_json, rating_table
 from rewardkit.training.config import RewardConfig
 
 D = RewardConfig()
@@ -31,7 +31,7 @@ def train(
         list[str],
         typer.Option(
             "--data",
-            help="Preference data: a file (.jsonl/.json/.parquet/.csv, "
+            help="Preference data (or rated data with --objective mse): a file (.jsonl/.json/.parquet/.csv, "
             ".gz ok) or a Hugging Face dataset id. Repeat for several.",
         ),
     ],
@@ -41,7 +41,11 @@ def train(
         typer.Option("--eval-data", help="More data to evaluate on after training (all of it); the metrics go "
                      "into the commit. Repeat for several.", show_default=False),
     ] = None,
+    objective: Annotated[str, _option("objective")] = D.objective,
+    standardize_ratings: Annotated[bool, _option("standardize_ratings")] = D.standardize_ratings,
     base_model: Annotated[str | None, _option("base_model", show_default=False)] = None,
+    init_from: Annotated[str | None, _option("init_from", show_default=False)] = None,
+    freeze: Annotated[list[str] | None, _option("freeze", show_default=False)] = None,
     max_length: Annotated[int, _option("max_length")] = D.max_length,
     epochs: Annotated[float, _option("epochs")] = D.epochs,
     batch_size: Annotated[int, _option("batch_size")] = D.batch_size,
@@ -91,7 +95,7 @@ def train(
     as_json: JsonOption = False,
     repo: RepoOption = None,
 ) -> None:
-    """Train a text reward model (Bradley-Terry) on the training split of the data.
+    """Train a text reward model (Bradley-Terry on pairs, or MSE on ratings) on the training split of the data.
 
     Each source is split by prompt into train/validation/test; ties are dropped from
     training and counted; long pairs are truncated, never dropped. The model is evaluated
@@ -101,9 +105,17 @@ def train(
     With --lora-r a LoRA adapter is trained (the head stays fully trainable) and a commit
     stores only the adapter and the head, on a base commit: --base-model REF when it names
     a commit, else the starting model is committed first, on the same branch, as the base.
+
+    With --objective mse the data are rated examples (prompt, response, rating) and the
+    held-out splits report MSE, Pearson and Spearman. --init-from REF starts from a stored
+    version and records it as the commit's lineage; --freeze PATTERN keeps matching weights fixed.
     """
     config = RewardConfig(
+        objective=objective,
+        standardize_ratings=standardize_ratings,
         base_model=base_model,
+        init_from=init_from,
+        freeze=tuple(freeze) if freeze else None,
         max_length=max_length,
         epochs=epochs,
         batch_size=batch_size,
@@ -164,14 +176,25 @@ def train(
         return
     identical = f", {run.n_identical} of them identical texts" if run.n_identical else ""
     empty = f"; {run.n_empty} pairs with an empty response, kept" if run.n_empty else ""
-    console.print(
-        f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped{identical}{empty}; 0 long pairs dropped: "
-        f"{res.prompts_truncated} prompts and {res.responses_truncated} responses trimmed) in {res.seconds:.0f}s, "
-        f"{res.pairs_per_second:.1f} pairs/s; final loss {res.final_loss:.4f}, train accuracy {res.final_accuracy:.3f}"
-    )
+    if res.objective == "mse":
+        scale = f"; ratings standardised (mean {res.rating_scale[0]:.4g}, std {res.rating_scale[1]:.4g})" \
+            if res.rating_scale else ""
+        summary = (f"trained (MSE) on {res.n_pairs} rated examples (0 dropped: {res.prompts_truncated} prompts and "
+                   f"{res.responses_truncated} responses trimmed{scale}) in {res.seconds:.0f}s, "
+                   f"{res.pairs_per_second:.1f} examples/s; final loss {res.final_loss:.4f}, in-batch ranking "
+                   f"agreement {res.final_accuracy:.3f}")
+    else:
+        summary = (f"trained on {res.n_pairs} pairs ({run.n_ties_dropped} ties dropped{identical}{empty}; 0 long pairs "
+                   f"dropped: {res.prompts_truncated} prompts and {res.responses_truncated} responses trimmed) in "
+                   f"{res.seconds:.0f}s, {res.pairs_per_second:.1f} pairs/s; final loss {res.final_loss:.4f}, train "
+                   f"accuracy {res.final_accuracy:.3f}")
+    if res.frozen:
+        summary += f"; {len(res.frozen)} parameters frozen ({', '.join(config.freeze or ())})"
+    console.print(summary)
     console.print(f"model: {run.model_dir}   curves: {run_dir / 'curves.csv'}, {run_dir / 'curves.png'}")
     for name, report in run.evaluations.items():
-        console.print(eval_table(report, f"{name} split" if name in ("validation", "test") else name))
+        title = f"{name} split" if name in ("validation", "test") else name
+        console.print(rating_table(report, title) if res.objective == "mse" else eval_table(report, title))
     if tracking:
         console.print(f"MLflow run {tracking.run_id} (experiment {tracking.experiment!r}) at {tracking.tracking_uri}")
     if run.commit:

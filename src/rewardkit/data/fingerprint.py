@@ -11,7 +11,8 @@ dataset is identified by the multiset of its normalised pairs. Left out on purpo
 * the order of the pairs: reading records in another order does not change the data (the
   split does not depend on it either, see :mod:`rewardkit.data.split`).
 
-Equal content gives equal fingerprints; any change to a content field, or a pair added or
+Rated examples (:class:`~rewardkit.data.records.RatedExample`) are fingerprinted the same way
+over :data:`RATED_FIELDS`. Equal content gives equal fingerprints; any change to a content field, or a pair added or
 removed (duplicates count), changes it.
 """
 
@@ -21,22 +22,29 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from rewardkit.data.records import PreferencePair
+from rewardkit.data.records import PreferencePair, RatedExample
 
 FIELDS = ("prompt", "chosen", "rejected", "margin", "tie", "subset")
 """The content fields of a pair that a fingerprint covers."""
 
+RATED_FIELDS = ("prompt", "response", "rating", "subset")
+"""The content fields of a rated example that a fingerprint covers (its own keys, so it never equals a pair's)."""
 
-def canonical_line(pair: PreferencePair) -> bytes:
-    r"""The canonical bytes of one pair: sorted-key compact JSON of :data:`FIELDS` plus ``"\n"``, UTF-8."""
-    content = {name: getattr(pair, name) for name in FIELDS}
+
+def canonical_line(record: PreferencePair | RatedExample) -> bytes:
+    r"""The canonical bytes of one record: sorted-key compact JSON of its content fields plus ``"\n"``, UTF-8.
+
+    A pair contributes :data:`FIELDS`, a rated example :data:`RATED_FIELDS`.
+    """
+    names = RATED_FIELDS if isinstance(record, RatedExample) else FIELDS
+    content = {name: getattr(record, name) for name in names}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8") + b"\n"
 
 
-def fingerprint(pairs: Iterable[PreferencePair]) -> str:
-    """Return the SHA-256 hex digest (64 characters) of the pairs' canonical lines, sorted."""
+def fingerprint(records: Iterable[PreferencePair | RatedExample]) -> str:
+    """Return the SHA-256 hex digest (64 characters) of the records' canonical lines, sorted."""
     digest = hashlib.sha256()
-    for line in sorted(canonical_line(pair) for pair in pairs):
+    for line in sorted(canonical_line(record) for record in records):
         digest.update(line)
     return digest.hexdigest()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rewardkit.data.dataset import PreferenceDataset
 from rewardkit.data.formats import ChatRenderer, detect_format, get_adapter
+from rewardkit.data.rated import looks_rated
 from rewardkit.data.readers import read_records
 from rewardkit.data.records import PreferencePair
 from rewardkit.errors import DataError
@@ -44,8 +45,8 @@ def load_pairs(
 
     Raises:
         DataError: If no source is given, ``format`` or ``limit`` is invalid, a source cannot
-            be read, a record does not match its format, or a source holds no preference pair
-            (e.g. only ties).
+            be read, a record does not match its format, a source holds no preference pair
+            (e.g. only ties), or (format None) its first record is a rated example.
     """
     if isinstance(sources, str | Path):
         sources = [sources]
@@ -73,6 +74,9 @@ def _load_source(
 ) -> PreferenceDataset:
     records = read_records(source)
     first = next(records)  # read_records raises on an empty source
+    if format is None and looks_rated(first[1]):
+        raise DataError(f"{first[0]}: holds rated examples (response and rating), not preference pairs "
+                        "(chosen and rejected); train on them with --objective mse")
     name = format or detect_format(first[1], first[0])
     to_pairs = get_adapter(name, render_chat)
     label = Path(source).name if Path(source).is_file() else str(source)

@@ -1,4 +1,4 @@
-"""The normalised record types every adapter produces and every trainer consumes."""
+"""The normalised record types every adapter produces and every trainer consumes: pairs and rated examples."""
 
 from __future__ import annotations
 
@@ -59,6 +59,38 @@ class PreferencePair:
     def has_empty_response(self) -> bool:
         """Whether chosen or rejected is empty or whitespace only (kept: real data, but counted)."""
         return not self.chosen.strip() or not self.rejected.strip()
+
+
+@dataclass(frozen=True)
+class RatedExample:
+    """One response to a prompt with a scalar rating, for MSE regression (the seed system's second objective).
+
+    As with :class:`PreferencePair`, the text a reward model scores is exactly ``prompt + response``.
+
+    Attributes:
+        prompt: The context the response answers (may be empty).
+        response: The rated response.
+        rating: The rating, a finite number in the data's own units (e.g. 1 to 10); regression
+            targets it directly, or its z-score with ``--standardize-ratings``.
+        source: Where the example came from, as ``"rated:<file name>"``.
+        subset: Optional category (kept for per-subset use, and fingerprinted).
+        group: Key for group-aware splitting; defaults to the prompt (see :attr:`group_key`),
+            so that ratings of responses to one prompt never cross splits.
+        location: ``"file:line"`` or ``"file[index]"`` of the source record, for messages.
+    """
+
+    prompt: str
+    response: str
+    rating: float
+    source: str
+    subset: str | None = None
+    group: str | None = None
+    location: str = field(default="", compare=False)
+
+    @property
+    def group_key(self) -> str:
+        """The key that keeps related examples in one split: :attr:`group` or else the prompt."""
+        return self.group if self.group is not None else self.prompt
 
 
 def first_turn_group(turn: str) -> str:

@@ -68,7 +68,7 @@ def base_of(repo: Repository, commit: Commit) -> Commit:
     """
     if not is_adapter(commit):
         raise StoreError(f"commit {commit.id[:10]} is a full model, not a LoRA adapter")
-    base = next(iter(commit.base_commits()), None)  # params["adapter"]["base"]; gc keeps it reachable
+    base = commit.adapter_base()  # params["adapter"]["base"]; gc keeps it reachable
     if not base or not repo.commits.has(base):
         raise StoreError(f"adapter commit {commit.id[:10]} names base commit {str(base)[:10]}, which is not in "
                          "the repository; restore it from a backup or a remote")

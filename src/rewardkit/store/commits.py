@@ -133,14 +133,26 @@ class Commit:
         return [self.manifest_id, *(id for id in extra if isinstance(id, str))]
 
     def base_commits(self) -> list[str]:
-        """Commits this one needs besides its parents: the base of an adapter (LoRA) commit.
+        """Commits this one descends from besides its parents (its lineage): adapter and transfer bases.
 
-        Named in ``params["adapter"]["base"]``; the adapter's tensors are useless without
-        the base's, so gc keeps the base reachable.
+        Named in ``params["adapter"]["base"]`` for a LoRA adapter, whose tensors are useless
+        without the base's, and in ``params["base"]`` for a model initialised from a stored
+        version (``train --init-from REF`` or ``--base-model REF``). gc and push keep them
+        reachable, fsck checks they exist, ``show`` and ``log`` display them.
+        """
+        params = self.params if isinstance(self.params, dict) else {}
+        found = [self.adapter_base(), params.get("base")]
+        return list(dict.fromkeys(base for base in found if isinstance(base, str)))
+
+    def adapter_base(self) -> str | None:
+        """The commit whose tensors this one's model needs: a LoRA adapter's base, else None.
+
+        Of the lineage (:meth:`base_commits`) only this base is needed to rebuild the model; a
+        transfer base was only the starting point, so a partial clone does not fetch its tensors.
         """
         adapter = self.params.get("adapter") if isinstance(self.params, dict) else None
         base = adapter.get("base") if isinstance(adapter, dict) else None
-        return [base] if isinstance(base, str) else []
+        return base if isinstance(base, str) else None
 
 
 class CommitStore:

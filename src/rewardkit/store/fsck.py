@@ -6,7 +6,7 @@ What is checked, and what counts as wrong (an *error*; ``rewardkit fsck`` exits 
   that does not hash to its id, or has a bad header or size, is **corrupt**; an object
   another object needs (:meth:`ObjectStore.dependencies`, a delta base) is **missing** if absent;
 * every commit hashes to its id (:func:`~rewardkit.store.commits.commit_id`), its parents
-  and adapter base (:meth:`Commit.base_commits`) exist, and every object it refers to
+  and lineage bases (:meth:`Commit.base_commits`: adapter, init-from) exist, and every object it refers to
   (:meth:`Commit.object_ids`, the manifest's tensors and files) exists; every manifest
   loads (:meth:`Manifest.load`: structure, dtypes, shapes);
 * every ref (branch, tag, alias) and every reflog entry's old and new commit exists;
@@ -215,7 +215,7 @@ class _Checker:
                     self.add("missing", "commit", parent, f"commit {parent} is missing (parent of {c.id})")
             for base in c.base_commits():
                 if base not in commits:
-                    self.add("missing", "commit", base, f"commit {base} is missing (adapter base of {c.id})")
+                    self.add("missing", "commit", base, f"commit {base} is missing (lineage base of {c.id})")
         roots = self.check_refs(repo, commits)
         checked_manifests: set[str] = set()
         for c in commits.values():

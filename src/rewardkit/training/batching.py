@@ -1,9 +1,10 @@
-"""From preference pairs to padded batches: tokenization, length grouping, collation.
+"""From preference pairs (or rated examples) to padded batches: tokenization, length grouping, collation.
 
-Two collators share one interface (``lengths()`` for the batch sampler, ``__call__`` for
+Three collators share one interface (``lengths()`` for the batch sampler, ``__call__`` for
 the DataLoader): :class:`PairCollator` puts chosen and rejected texts in rows of their
 own (any backbone); :class:`SharedPrefixCollator` puts each pair in one row that holds
-the prompt once (decoders, see :mod:`rewardkit.models.shared_prefix`).
+the prompt once (decoders, see :mod:`rewardkit.models.shared_prefix`); :class:`RatedCollator`
+puts each rated example in one row, with its rating.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rewardkit.data import PreferencePair
+from rewardkit.data import PreferencePair, RatedExample
 from rewardkit.models import TextRewardModel
 from rewardkit.models.shared_prefix import pack_pairs, row_lengths, shared_length
 
@@ -61,6 +62,49 @@ def tokenize_pairs(
         prompts_truncated += c.prompt_truncated or r.prompt_truncated
         responses_truncated += c.response_truncated or r.response_truncated
     return TokenizedPairs(chosen, rejected, margins, prompts_truncated, responses_truncated)
+
+
+@dataclass
+class TokenizedRated:
+    """Token ids of every rated example, after the truncation policy (none dropped).
+
+    Attributes:
+        input_ids: Token ids of ``prompt + response`` per example.
+        ratings: The regression target per example (standardised when the trainer says so).
+        prompts_truncated: Examples whose prompt was trimmed (from the left).
+        responses_truncated: Examples whose response was trimmed (from the right).
+    """
+
+    input_ids: list[list[int]]
+    ratings: list[float]
+    prompts_truncated: int
+    responses_truncated: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize_rated(
+    model: TextRewardModel, examples: Sequence[RatedExample], max_length: int, ratings: Sequence[float],
+    progress: bool = True,
+) -> TokenizedRated:
+    """Encode ``prompt + response`` of every example with :meth:`TextRewardModel.encode`.
+
+    Args:
+        model: Gives the tokenizer and truncation policy.
+        examples: The rated examples.
+        max_length: Token budget per text.
+        ratings: The target of each example, in order (the ratings, or their z-scores).
+        progress: Show a progress bar.
+    """
+    input_ids = []
+    prompts_truncated = responses_truncated = 0
+    for example in tqdm(examples, desc="tokenizing", disable=not progress, leave=False):
+        encoded = model.encode(example.prompt, example.response, max_length)
+        input_ids.append(encoded.input_ids)
+        prompts_truncated += encoded.prompt_truncated
+        responses_truncated += encoded.response_truncated
+    return TokenizedRated(input_ids, [float(r) for r in ratings], prompts_truncated, responses_truncated)
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
@@ -164,6 +208,29 @@ class SharedPrefixCollator:
                            [self.shared[i] for i in indices], self.pad_id)
         batch["margin"] = _margins(t, indices)
         return batch
+
+
+class RatedCollator:
+    """Pads the rated texts of a batch, one row each.
+
+    Returns a dict with ``input_ids`` and ``attention_mask`` of shape ``(batch, longest) int64``
+    and ``rating`` of shape ``(batch,) float32``.
+    """
+
+    def __init__(self, model: TextRewardModel, tokenized: TokenizedRated):
+        self.model = model
+        self.tokenized = tokenized
+
+    def lengths(self) -> list[int]:
+        """Length of each example, in tokens."""
+        return [len(ids) for ids in self.tokenized.input_ids]
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Pad the examples at ``indices``."""
+        t = self.tokenized
+        input_ids, attention_mask = self.model.pad([t.input_ids[i] for i in indices])
+        rating = torch.tensor([t.ratings[i] for i in indices], dtype=torch.float32)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "rating": rating}
 
 
 def _margins(tokenized: TokenizedPairs, indices: list[int]) -> torch.Tensor:

@@ -11,6 +11,9 @@ from typing import Any
 from rewardkit.data.split import check_fractions
 from rewardkit.errors import ConfigError, DataError
 
+OBJECTIVES = ("bradley-terry", "mse")
+"""Training objectives of :class:`RewardConfig`: Bradley-Terry on pairs, MSE regression on ratings."""
+
 
 def _f(default: Any, help: str, *, flag: str | None = None, cli: bool = True) -> Any:  # noqa: A002
     """A field with its help text and CLI flag (``--name-with-dashes`` unless ``flag`` says)."""
@@ -28,6 +31,26 @@ class RewardConfig:
         None,
         "Model to start from: a folder, a ref of the repository (a stored version; a folder of that name wins), "
         "or a hub id; default: the offline all-MiniLM-L6-v2.",
+    )
+    objective: str = _f(
+        "bradley-terry",
+        "Training objective: bradley-terry (preference pairs: chosen/rejected) or mse (rated examples: "
+        "prompt/response/rating; regression of the reward on the rating).",
+    )
+    standardize_ratings: bool = _f(
+        False,
+        "--objective mse: regress on the ratings' z-scores (training mean and std, stored in the commit) "
+        "instead of the raw ratings.",
+    )
+    init_from: str | None = _f(
+        None,
+        "Transfer: start from this stored version (a ref of the repository: branch, tag, alias, commit); the "
+        "commit records it as its base (lineage). Unlike --base-model it never falls back to a folder or hub id.",
+    )
+    freeze: tuple[str, ...] | None = _f(
+        None,
+        "Keep the parameters whose names match this fnmatch pattern fixed (repeat for several), e.g. "
+        "'bert.embeddings.*'; names as in model.safetensors (see `rewardkit show`).",
     )
     max_length: int = _f(
         256,
@@ -104,6 +127,7 @@ class RewardConfig:
         if self.center_rewards_coefficient is not None:
             self._check_float("center_rewards_coefficient", 0)
         self._check_lora()
+        self._check_transfer()
         for name in (f.name for f in fields(self) if isinstance(f.default, bool)):  # every switch
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{self._label(name)} must be true or false, got {getattr(self, name)!r}")
@@ -144,6 +168,36 @@ class RewardConfig:
             if given:
                 raise ConfigError(f"{', '.join(given)} need a LoRA rank: add --lora-r R (R >= 1)")
 
+    def _check_transfer(self) -> None:
+        """Validate the objective, ``init_from`` and ``freeze``.
+
+        Raises:
+            ConfigError: An unknown objective, ``--standardize-ratings`` without MSE, both
+                ``--init-from`` and ``--base-model``, an empty freeze pattern, or freeze with LoRA
+                (LoRA already freezes every backbone weight).
+        """
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"{self._label('objective')} must be one of {', '.join(OBJECTIVES)}, "
+                              f"got {self.objective!r}")
+        if self.standardize_ratings and self.objective != "mse":
+            raise ConfigError(f"{self._label('standardize_ratings')} needs --objective mse")
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str) or not self.init_from.strip():
+                raise ConfigError(f"{self._label('init_from')} must name a stored version, got {self.init_from!r}")
+            if self.base_model is not None:
+                raise ConfigError(f"give either {self._label('init_from')} (a stored version) or "
+                                  f"{self._label('base_model')}, not both")
+        patterns = self.freeze
+        if patterns is not None:
+            if isinstance(patterns, str) or not patterns or \
+                    not all(isinstance(p, str) and p.strip() for p in patterns):
+                raise ConfigError(f"{self._label('freeze')} must be one or more parameter-name patterns, "
+                                  f"e.g. 'bert.embeddings.*', got {patterns!r}")
+            self.freeze = tuple(patterns)
+            if self.lora:
+                raise ConfigError(f"{self._label('freeze')} and --lora-r do not combine: LoRA already keeps every "
+                                  "backbone weight fixed; drop one of them")
+
     def _check_int(self, name: str, low: int, high: int | None = None, why: str = "") -> None:
         value = getattr(self, name)
         if (
@@ -183,7 +237,7 @@ class RewardConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored so old commits stay readable."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
-        for name in ("split", "lora_target_modules"):
+        for name in ("split", "lora_target_modules", "freeze"):
             if kwargs.get(name) is not None:
                 kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)

@@ -11,14 +11,20 @@ COLUMNS = ("step", "epoch", "loss", "accuracy", "learning_rate")
 
 @dataclass
 class Curves:
-    """Loss, training pairwise accuracy and learning rate per logged optimizer step."""
+    """Loss, training pairwise accuracy and learning rate per logged optimizer step.
+
+    Attributes:
+        rows: The logged points.
+        loss_label: What the loss is, for the plot (``"Bradley-Terry loss"``, ``"MSE loss"``).
+    """
 
     rows: list[dict[str, float]] = field(default_factory=list)
+    loss_label: str = "Bradley-Terry loss"
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, float]]) -> Curves:
+    def from_rows(cls, rows: list[dict[str, float]], loss_label: str = "Bradley-Terry loss") -> Curves:
         """Rebuild from rows saved in a checkpoint."""
-        return cls([dict(r) for r in rows])
+        return cls([dict(r) for r in rows], loss_label)
 
     def add(self, step: int, epoch: float, loss: float, accuracy: float, learning_rate: float) -> None:
         """Append one point (window means since the previous point)."""
@@ -44,7 +50,7 @@ class Curves:
         steps = [r["step"] for r in self.rows]
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
         ax_loss.plot(steps, [r["loss"] for r in self.rows], marker=".")
-        ax_loss.set(xlabel="optimizer step", ylabel="Bradley-Terry loss", title="training loss")
+        ax_loss.set(xlabel="optimizer step", ylabel=self.loss_label, title="training loss")
         ax_acc.plot(steps, [r["accuracy"] for r in self.rows], marker=".", color="tab:green")
         ax_acc.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax_acc.set(xlabel="optimizer step", ylabel="pairwise accuracy", title="training accuracy", ylim=(0, 1))

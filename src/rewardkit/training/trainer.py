@@ -20,7 +20,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from rewardkit.data import PreferencePair
+from rewardkit.data import PreferencePair, RatedExample
 from rewardkit.errors import ModelError, RewardkitError
 from rewardkit.models import TextRewardModel
 from rewardkit.models.lora import add_lora
@@ -28,13 +28,16 @@ from rewardkit.models.shared_prefix import SharedPrefixRewardModel, supports_sha
 from rewardkit.training.batching import (
     LengthGroupedBatches,
     PairCollator,
+    RatedCollator,
     SharedPrefixCollator,
     _Indices,
     tokenize_pairs,
+    tokenize_rated,
 )
 from rewardkit.training.config import RewardConfig
 from rewardkit.training.curves import Curves
-from rewardkit.training.objectives import bradley_terry_loss
+from rewardkit.training.freeze import freeze_parameters
+from rewardkit.training.objectives import bradley_terry_loss, mse_loss, ranking_agreement
 
 STATE_FILE = "trainer_state.json"
 
@@ -45,17 +48,22 @@ class TrainResult:
 
     Attributes:
         model: The trained model, in eval mode.
-        n_pairs: Training pairs used, all of them (none dropped).
+        n_pairs: Training pairs used, all of them (none dropped); rated examples for ``--objective mse``.
         prompts_truncated: Pairs whose prompt was trimmed to fit ``max_length``.
         responses_truncated: Pairs whose response was trimmed.
         steps: Optimizer steps taken.
         seconds: Wall time of the optimisation loop, tokenization excluded.
         pairs_per_second: Training pairs processed per second of that loop.
         final_loss: Mean loss over the last logging window.
-        final_accuracy: Mean training pairwise accuracy over the last logging window.
+        final_accuracy: Mean training pairwise accuracy over the last logging window (for MSE the
+            in-batch ranking agreement, :func:`~rewardkit.training.objectives.ranking_agreement`).
         curves: Logged loss and accuracy points.
         shared_prefix: Each pair was one row holding the prompt once (``config.shared_prefix``
             and a decoder that supports it); else chosen and rejected had rows of their own.
+        objective: ``"bradley-terry"`` or ``"mse"``.
+        rating_scale: ``(mean, std)`` of the training ratings when they were standardised
+            (the model predicts ``(rating - mean) / std``); else None.
+        frozen: Names of the parameters kept fixed (``config.freeze``).
     """
 
     model: TextRewardModel
@@ -69,24 +77,33 @@ class TrainResult:
     final_accuracy: float
     curves: Curves = field(repr=False)
     shared_prefix: bool = False
+    objective: str = "bradley-terry"
+    rating_scale: tuple[float, float] | None = None
+    frozen: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for a commit (``train/...``)."""
+        unit = "examples" if self.objective == "mse" else "pairs"
         return {
-            "train/pairs": self.n_pairs,
+            f"train/{unit}": self.n_pairs,
             "train/prompts_truncated": self.prompts_truncated,
             "train/responses_truncated": self.responses_truncated,
             "train/steps": self.steps,
             "train/seconds": round(self.seconds, 2),
-            "train/pairs_per_second": round(self.pairs_per_second, 3),
+            f"train/{unit}_per_second": round(self.pairs_per_second, 3),
             "train/loss": round(self.final_loss, 5),
             "train/accuracy": round(self.final_accuracy, 5),
             "train/shared_prefix": int(self.shared_prefix),
-        }
+        } | ({"train/frozen_parameters": len(self.frozen)} if self.frozen else {})
 
 
 class RewardTrainer:
-    """Trains a :class:`TextRewardModel` on preference pairs with the Bradley-Terry loss.
+    """Trains a :class:`TextRewardModel` on preference pairs (Bradley-Terry) or rated examples (MSE).
+
+    ``config.objective`` picks the loss (:mod:`rewardkit.training.objectives`); everything else,
+    the loop, optimizer, schedule, checkpoints, is the same. Rated examples take one row each
+    (:class:`~rewardkit.training.batching.RatedCollator`). ``config.freeze`` keeps the matching
+    parameters fixed (:func:`~rewardkit.training.freeze.freeze_parameters`).
 
     Chosen and rejected texts share one forward pass: for decoders that support it each
     pair is one row holding the prompt once (``config.shared_prefix``,
@@ -102,7 +119,8 @@ class RewardTrainer:
         model: The model to train; by default ``TextRewardModel.load(config.base_model)``.
 
     Raises:
-        ConfigError: A LoRA target module names no linear layer of the model.
+        ConfigError: A LoRA target module names no linear layer of the model, or a freeze
+            pattern matches no parameter.
     """
 
     def __init__(self, config: RewardConfig, model: TextRewardModel | None = None):
@@ -113,6 +131,8 @@ class RewardTrainer:
         self.model = model if model is not None else TextRewardModel.load(config.base_model)
         if config.lora and self.model.peft_model is None:  # only the adapter and the head train
             add_lora(self.model, config.lora_r, config.lora_alpha, config.lora_target_modules, config.lora_dropout)
+        # names as in model.safetensors (the backbone's), so patterns read like `show`/`diff` output
+        self.frozen = freeze_parameters(self.model.backbone, config.freeze) if config.freeze else []
         limit = self.model.max_positions
         if limit is not None and config.max_length > limit:
             raise ModelError(f"max_length {config.max_length} is longer than the backbone's {limit} positions; "
@@ -128,7 +148,7 @@ class RewardTrainer:
 
     def train(
         self,
-        pairs: Sequence[PreferencePair],
+        pairs: Sequence[PreferencePair] | Sequence[RatedExample],
         output_dir: str | Path,
         *,
         resume_from: str | Path | None = None,
@@ -137,26 +157,41 @@ class RewardTrainer:
         """Train on ``pairs`` and write curves (and checkpoints) under ``output_dir``.
 
         Args:
-            pairs: Non-tie training pairs.
+            pairs: Non-tie training pairs (``objective="bradley-terry"``) or rated examples
+                (``objective="mse"``).
             output_dir: Run folder; gets ``curves.csv``, ``curves.png`` and ``checkpoints/``.
             resume_from: A checkpoint folder written by an earlier run with the same config
                 and data; training continues from its step with identical batches.
             progress: Show progress bars.
 
         Raises:
-            ValueError: ``pairs`` is empty.
+            ValueError: ``pairs`` is empty or not the records the objective trains on.
+            DataError: Standardised ratings that are all equal (no spread to scale by).
         """
         cfg, acc = self.config, self.accelerator
         if not pairs:
             raise ValueError("no training pairs")
+        record_type = RatedExample if cfg.objective == "mse" else PreferencePair
+        if not all(isinstance(record, record_type) for record in pairs):
+            raise ValueError(f"objective {cfg.objective} trains on {record_type.__name__} records")
         state = self._checkpoint_state(Path(resume_from)) if resume_from is not None else None
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         show = progress and acc.is_local_main_process
 
-        tokenized = tokenize_pairs(self.model, pairs, cfg.max_length, progress=show)
-        shared_prefix = cfg.shared_prefix and supports_shared_prefix(self.model.backbone)
-        collator = (SharedPrefixCollator if shared_prefix else PairCollator)(self.model, tokenized)
+        rating_scale = None
+        if cfg.objective == "mse":
+            ratings = [example.rating for example in pairs]
+            if cfg.standardize_ratings:
+                rating_scale = _rating_scale(ratings)
+                ratings = [(r - rating_scale[0]) / rating_scale[1] for r in ratings]
+            tokenized = tokenize_rated(self.model, pairs, cfg.max_length, ratings, progress=show)
+            shared_prefix = False
+            collator = RatedCollator(self.model, tokenized)
+        else:
+            tokenized = tokenize_pairs(self.model, pairs, cfg.max_length, progress=show)
+            shared_prefix = cfg.shared_prefix and supports_shared_prefix(self.model.backbone)
+            collator = (SharedPrefixCollator if shared_prefix else PairCollator)(self.model, tokenized)
         sampler = LengthGroupedBatches(collator.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
         # A generator of its own: starting an epoch must not draw from the global torch RNG
         # (dropout), or a run resumed mid-epoch would see different dropout masks.
@@ -194,13 +229,13 @@ class RewardTrainer:
         module = SharedPrefixRewardModel(self.model) if shared_prefix else self.model
         model, optimizer, loader, scheduler = acc.prepare(module, optimizer, loader, scheduler)
 
-        curves = Curves()
+        curves = Curves(loss_label="MSE loss" if cfg.objective == "mse" else "Bradley-Terry loss")
         done_batches = 0
         window_loss, window_acc, window_n = 0.0, 0.0, 0
         if resume_from is not None:
             acc.load_state(str(resume_from))
             done_batches = state["batches"]
-            curves = Curves.from_rows(state["curves"])
+            curves = Curves.from_rows(state["curves"], curves.loss_label)
             window_loss, window_acc, window_n = state.get("window", (0.0, 0.0, 0))
 
         model.train()
@@ -231,7 +266,7 @@ class RewardTrainer:
                     scheduler.step()
                     optimizer.zero_grad()
                 batch_index += 1
-                pairs_seen += len(batch["margin"]) * acc.num_processes
+                pairs_seen += len(batch["rating" if "rating" in batch else "margin"]) * acc.num_processes
                 window_loss += loss.item()
                 window_acc += accuracy
                 window_n += 1
@@ -269,15 +304,22 @@ class RewardTrainer:
             final_accuracy=last["accuracy"],
             curves=curves,
             shared_prefix=shared_prefix,
+            objective=cfg.objective,
+            rating_scale=rating_scale,
+            frozen=self.frozen,
         )
 
     def _step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """Loss and accuracy of one batch, from either collator.
+        """Loss and accuracy of one batch, from any collator.
 
-        A :class:`SharedPrefixCollator` batch (it has ``chosen_index``) goes to a
+        A :class:`RatedCollator` batch (it has ``rating``) gets the MSE loss and the in-batch
+        ranking agreement. A :class:`SharedPrefixCollator` batch (it has ``chosen_index``) goes to a
         :class:`SharedPrefixRewardModel`, which returns chosen and rejected rewards; a
         :class:`PairCollator` batch has chosen rows first and rejected rows second.
         """
+        if "rating" in batch:
+            rewards = model(batch["input_ids"], batch["attention_mask"]).float()
+            return mse_loss(rewards, batch["rating"]), ranking_agreement(rewards, batch["rating"])
         if "chosen_index" in batch:
             chosen, rejected = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
                                      batch["chosen_index"], batch["rejected_index"])
@@ -320,6 +362,21 @@ class RewardTrainer:
             state = {"batches": batches, "curves": curves.rows, "window": list(window),
                      "config": self.config.to_dict()}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+
+def _rating_scale(ratings: Sequence[float]) -> tuple[float, float]:
+    """``(mean, std)`` of the training ratings (population std), for standardising them.
+
+    Raises:
+        DataError: All ratings are equal, so there is no spread to scale by.
+    """
+    from rewardkit.errors import DataError
+
+    mean = math.fsum(ratings) / len(ratings)
+    std = math.sqrt(math.fsum((r - mean) ** 2 for r in ratings) / len(ratings))
+    if std == 0:
+        raise DataError(f"every training rating is {mean}; --standardize-ratings needs ratings that differ")
+    return mean, std
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

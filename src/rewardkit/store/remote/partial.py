@@ -86,8 +86,8 @@ def check_fetched(repo: Repository, commit: Commit, ref: str) -> None:
     state = partial_clone(repo.path)
     if state is None:
         return
-    for id in (commit.id, *commit.base_commits()):
-        if repo.commits.has(id) and missing_objects(repo, repo.commits.get(id)):
+    for id in (commit.id, commit.adapter_base()):
+        if id and repo.commits.has(id) and missing_objects(repo, repo.commits.get(id)):
             remote = state.get("remote") or "origin"
             raise StoreError(
                 f"the model of commit {id[:10]} ({ref}) was not fetched (partial clone of {remote}): run "

@@ -292,7 +292,7 @@ def _history(
 
 
 def _with_lineage(history: dict[str, Commit], ids: Sequence[str]) -> set[str]:
-    """Return ``ids`` and the commits their tensors need (an adapter's base, transitively)."""
+    """Return ``ids`` and the commits their tensors need (an adapter's base, transitively; not a transfer base)."""
     out: set[str] = set()
     todo = list(ids)
     while todo:
@@ -302,7 +302,7 @@ def _with_lineage(history: dict[str, Commit], ids: Sequence[str]) -> set[str]:
         if id not in history:
             raise StoreError(f"cannot fetch the objects of commit {id}: it is not in the fetched history")
         out.add(id)
-        todo.extend(history[id].base_commits())
+        todo.extend(filter(None, [history[id].adapter_base()]))
     return out
 
 

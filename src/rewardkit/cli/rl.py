@@ -1,0 +1,235 @@
+"""``rewardkit rl``: reward models for Gymnasium environments (collect, fit, train, learn)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardkit.cli.options import JsonOption, RepoOption, open_repo
+from rewardkit.cli.render import bold, console, print_json
+
+app = typer.Typer(help="Reward models for Gymnasium environments: collect roll-outs, fit R(s,a), train PPO on it, "
+                  "learn it from preferences.", no_args_is_help=True)
+
+EnvOption = Annotated[str, typer.Option("--env", help="Gymnasium environment id, e.g. CartPole-v1 or Pendulum-v1.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the environments, models and sampling.")]
+NEnvsOption = Annotated[int, typer.Option("--n-envs", min=1, help="Environments stepped together.")]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="Torch CPU threads (1 is fastest for these small networks on a busy "
+                 "machine); default: torch's.", show_default=False),
+]
+MessageOption = Annotated[
+    str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).", show_default=False)
+]
+CommitOption = Annotated[bool, typer.Option("--commit", help="Commit the reward model with its params and metrics.")]
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _run_dir(out: Path | None, verb: str) -> Path:
+    return out or Path("runs") / f"rl-{verb}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _num(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+@app.command()
+def collect(
+    env: EnvOption,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Transitions to record, over all environments.")],
+    out: Annotated[Path, typer.Option("--out", help="Transitions file to write: .npz or .parquet.")],
+    policy: Annotated[str, typer.Option("--policy", help="'random', or the .zip of a PPO policy (as `rl train` "
+                                        "saves them).")] = "random",
+    n_envs: NEnvsOption = 4,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Roll out a random or saved policy and save the transitions (s, a, r, s', terminated, truncated)."""
+    from rewardkit.api import rl
+
+    result = rl.collect(env, steps, out, policy=policy, n_envs=n_envs, seed=seed)
+    if as_json:
+        print_json({"path": str(result.path), "env_id": result.env_id, "steps": result.n_steps,
+                    "episodes": result.n_episodes, "mean_return": result.mean_return,
+                    "fingerprint": result.fingerprint})
+        return
+    console.print(f"{result.n_steps} steps, {result.n_episodes} episodes in {result.env_id}, mean true return "
+                  f"{_num(result.mean_return)}")
+    console.print(f"wrote {result.path}  fingerprint {result.fingerprint[:16]}")
+
+
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Option("--data", help="Transitions file (.npz/.parquet: MSE on the true reward) or "
+                                       "preference file (.npz from `rl learn`: Bradley-Terry on segment pairs).")],
+    env: Annotated[str | None, typer.Option("--env", help="Environment id, when the file does not name one.",
+                                            show_default=False)] = None,
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Ensemble members (1: one model).")] = 1,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training part.")] = 20,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Transitions or pairs per step; "
+                                                   "default 256 transitions or 32 pairs.", show_default=False)] = None,
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths, comma-separated.")] = "256,256",
+    seed: SeedOption = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Model folder; default: runs/rl-fit-<time>.",
+                                             show_default=False)] = None,
+    commit: CommitOption = False,
+    message: MessageOption = None,
+    threads: ThreadsOption = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Fit a state-action reward model R(s,a) to a transitions or preference file; held-out metrics vs the true reward.
+
+    A fifth of the episodes (or pairs) is held out: the metrics are the MSE (or preference
+    accuracy) there and the Pearson correlation of learned and true reward per held-out step.
+    """
+    from rewardkit.api import rl
+
+    _threads(threads)
+    hidden_sizes = _hidden(hidden)
+    if commit or message:
+        message = message or f"rl fit on {data.name}"
+    target = open_repo(repo) if message else None
+    result = rl.fit(data, _run_dir(out, "fit"), env_id=env, ensemble=ensemble, epochs=epochs, lr=lr,
+                    batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message, repo=target)
+    if as_json:
+        print_json({"model_dir": str(result.model_dir), "env_id": result.env_id, "objective": result.objective,
+                    "train": result.n_train, "heldout": result.n_heldout, "metrics": result.metrics,
+                    "params": result.params, "commit": result.commit.id if result.commit else None})
+        return
+    unit = "pairs" if result.objective == "preferences" else "transitions"
+    console.print(f"fitted on {result.n_train} {unit} of {result.env_id} ({result.objective}), "
+                  f"{result.n_heldout} held out")
+    for key, value in result.metrics.items():
+        console.print(f"  {key}: {_num(value)}")
+    console.print(f"model: {result.model_dir}")
+    if result.commit:
+        console.print(bold("committed"), f"{result.commit.id[:10]}: {result.commit.message}")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    from rewardkit.errors import ConfigError
+
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--hidden '{text}': expected positive widths separated by commas, e.g. 256,256")
+    return sizes
+
+
+@app.command()
+def train(
+    env: EnvOption,
+    reward: Annotated[str, typer.Option("--reward", help="State-action reward model: a folder or a ref "
+                                        "(branch, tag, commit id); 'none' trains on the true reward.")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="PPO environment steps per seed.")] = 20_000,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1, one PPO run each.")] = 3,
+    n_envs: NEnvsOption = 4,
+    eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1, help="True-reward episodes per seed "
+                                               "to evaluate the trained policy on.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder; default: runs/rl-train-<time>.",
+                                             show_default=False)] = None,
+    threads: ThreadsOption = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Train PPO on the frozen learned reward; report the TRUE return (mean over seeds, bootstrap CI).
+
+    Writes curves.csv and curves.png (true and learned return over steps) and each seed's
+    policy-seed<S>.zip into the run folder.
+    """
+    from rewardkit.api import rl
+
+    _threads(threads)
+    target = None if reward == "none" or Path(reward).is_dir() else open_repo(repo)
+    run = rl.train(env, None if reward == "none" else reward, _run_dir(out, "train"), steps=steps, seeds=seeds,
+                   n_envs=n_envs, eval_episodes=eval_episodes, repo=target, progress=not as_json)
+    if as_json:
+        print_json(run.to_dict())
+        return
+    level = int(rl.LEVEL * 100)
+    console.print(f"PPO on {run.reward} in {run.env_id}, {steps} steps x {len(run.seeds)} seeds")
+    console.print(f"true return {_num(run.mean_return)} ({level}% CI over seeds {_num(run.ci_low)} .. "
+                  f"{_num(run.ci_high)}); per seed: {', '.join(_num(r) for r in run.returns)}")
+    console.print(f"curves: {run.curves[0]}, {run.curves[1]}   policies: {run.out_dir}/policy-seed*.zip")
+
+
+@app.command()
+def learn(
+    env: EnvOption,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Preference queries to ask in all.")],
+    segment_length: Annotated[int, typer.Option("--segment-length", min=1, help="Steps per segment.")] = 25,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="PPO environment steps in all.")] = 20_000,
+    iterations: Annotated[int, typer.Option("--iterations", min=1, help="Rounds of agent training; the queries "
+                                            "follow a hyperbolic schedule over them.")] = 5,
+    query_selection: Annotated[str, typer.Option("--query-selection", help="random, or disagreement (of an "
+                                                 "ensemble: needs --ensemble 2 or more).")] = "random",
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Reward-model ensemble members.")] = 1,
+    beta: Annotated[float, typer.Option("--beta", help="Teacher rationality (inf: always prefers the higher "
+                                        "return).")] = math.inf,
+    gamma: Annotated[float, typer.Option("--gamma", help="Teacher myopia: step t of L weighted gamma^(L-1-t).")]
+    = 1.0,
+    mistake_rate: Annotated[float, typer.Option("--mistake-rate", help="Chance a label is flipped.")] = 0.0,
+    skip_threshold: Annotated[float | None, typer.Option("--skip-threshold", help="Skip pairs whose returns are "
+                                                         "both below this.", show_default=False)] = None,
+    equal_threshold: Annotated[float, typer.Option("--equal-threshold", help="Label 0.5 when the returns differ "
+                                                   "by less than this.")] = 0.0,
+    n_envs: NEnvsOption = 4,
+    eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1, help="True-reward episodes to evaluate "
+                                               "the final policy on.")] = 10,
+    seed: SeedOption = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder; default: runs/rl-learn-<time>.",
+                                             show_default=False)] = None,
+    commit: CommitOption = False,
+    message: MessageOption = None,
+    threads: ThreadsOption = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Learn a reward model from synthetic preferences while PPO trains on it (Christiano et al. 2017).
+
+    The teacher labels segment pairs from the environment's true reward with B-Pref's knobs.
+    Writes reward_model/, preferences.npz, policy.zip, curves.csv and curves.png into the
+    run folder; with --commit the reward model is committed with its query count and the
+    final policy's true return.
+    """
+    from rewardkit.api import rl
+
+    _threads(threads)
+    if commit or message:
+        message = message or f"rl learn on {env} from {queries} queries"
+    settings = rl.LearnSettings(
+        queries=queries, steps=steps, segment_length=segment_length, query_selection=query_selection,
+        ensemble=ensemble, iterations=iterations, n_envs=n_envs, eval_episodes=eval_episodes, seed=seed,
+        teacher=rl.TeacherKnobs(beta=beta, gamma=gamma, mistake_rate=mistake_rate, skip_threshold=skip_threshold,
+                                equal_threshold=equal_threshold))
+    target = open_repo(repo) if message else None
+    run = rl.learn(env, _run_dir(out, "learn"), settings, commit_message=message, repo=target,
+                   progress=not as_json)
+    if as_json:
+        print_json({"out_dir": str(run.out_dir), "model_dir": str(run.model_dir), "env_id": run.env_id,
+                    "queries": run.n_queries, "metrics": run.metrics, "params": run.params,
+                    "commit": run.commit.id if run.commit else None})
+        return
+    level = int(rl.LEVEL * 100)
+    console.print(f"learned from {run.n_queries} labelled pairs in {run.env_id}, {steps} PPO steps")
+    console.print(f"true return of the final policy {_num(run.true_return)} ({level}% CI over episodes "
+                  f"{_num(run.ci_low)} .. {_num(run.ci_high)}); held-out preference accuracy "
+                  f"{_num(run.metrics['validation/preference_accuracy'])}")
+    console.print(f"reward model: {run.model_dir}   curves: {run.curves[0]}, {run.curves[1]}")
+    if run.commit:
+        console.print(bold("committed"), f"{run.commit.id[:10]}: {run.commit.message}")
