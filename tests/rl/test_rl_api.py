@@ -13,7 +13,7 @@ pytest.importorskip("stable_baselines3", reason="the rl extra (stable-baselines3
 
 
 from rewardkit.api import rl  # noqa: E402
-from rewardkit.data.transitions import Transitions, load_transitions, save_transitions  # noqa: E402
+from rewardkit.data.transitions import Transitions, fingerprint, load_transitions, save_transitions  # noqa: E402
 from rewardkit.errors import ConfigError, DataError  # noqa: E402
 from rewardkit.rl.preferences import PreferenceDataset, query_schedule  # noqa: E402
 
@@ -41,7 +41,7 @@ def test_fit_on_5k_random_pendulum_transitions_correlates_with_true_reward(pendu
     held_rews = load_transitions(pendulum_file).rews
     assert result.metrics["validation/mse"] < 0.2 * held_rews.var()  # explains > 80% of the variance
     assert result.losses[-1] < result.losses[0]
-    assert result.params["data_fingerprint"] == rl.fingerprint(load_transitions(pendulum_file))
+    assert result.params["data_fingerprint"] == fingerprint(load_transitions(pendulum_file))
 
 
 def test_fit_takes_env_from_flag_when_file_lacks_it_and_refuses_mismatches(pendulum_file, tmp_path) -> None:
