@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rewardkit.cli.options import JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import bold, console, print_json
+
+if TYPE_CHECKING:
+    from rewardkit.store import Commit, Repository
 
 app = typer.Typer(help="Reward models for Gymnasium environments: collect roll-outs, fit R(s,a), train PPO on it, "
                   "learn it from preferences.", no_args_is_help=True)
@@ -27,6 +30,13 @@ MessageOption = Annotated[
     str | None, typer.Option("--message", "-m", help="Commit message (implies --commit).", show_default=False)
 ]
 CommitOption = Annotated[bool, typer.Option("--commit", help="Commit the reward model with its params and metrics.")]
+EnsembleOption = Annotated[int, typer.Option("--ensemble", min=1, help="Reward-model ensemble members (1: one "
+                                            "model).")]
+
+
+def _out_option(what: str, verb: str) -> typer.models.OptionInfo:
+    """``--out``: ``what`` to write, by default in ``runs/rl-<verb>-<time>`` (see :func:`_run_dir`)."""
+    return typer.Option("--out", help=f"{what}; default: runs/rl-{verb}-<time>.", show_default=False)
 
 
 def _threads(n: int | None) -> None:
@@ -38,6 +48,19 @@ def _threads(n: int | None) -> None:
 
 def _run_dir(out: Path | None, verb: str) -> Path:
     return out or Path("runs") / f"rl-{verb}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _commit_request(commit: bool, message: str | None, default: str, repo: Path | None
+                    ) -> tuple[str | None, Repository | None]:
+    """The commit message and repository when ``--commit`` or ``-m`` asks for a commit, else ``(None, None)``."""
+    if not (commit or message):
+        return None, None
+    return message or default, open_repo(repo)
+
+
+def _print_commit(commit: Commit | None) -> None:
+    if commit:
+        console.print(bold("committed"), f"{commit.id[:10]}: {commit.message}")
 
 
 def _num(x: float) -> str:
@@ -75,15 +98,14 @@ def fit(
                                        "preference file (.npz from `rl learn`: Bradley-Terry on segment pairs).")],
     env: Annotated[str | None, typer.Option("--env", help="Environment id, when the file does not name one.",
                                             show_default=False)] = None,
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Ensemble members (1: one model).")] = 1,
+    ensemble: EnsembleOption = 1,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training part.")] = 20,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Transitions or pairs per step; "
                                                    "default 256 transitions or 32 pairs.", show_default=False)] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths, comma-separated.")] = "256,256",
     seed: SeedOption = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="Model folder; default: runs/rl-fit-<time>.",
-                                             show_default=False)] = None,
+    out: Annotated[Path | None, _out_option("Model folder", "fit")] = None,
     commit: CommitOption = False,
     message: MessageOption = None,
     threads: ThreadsOption = None,
@@ -99,9 +121,7 @@ def fit(
 
     _threads(threads)
     hidden_sizes = _hidden(hidden)
-    if commit or message:
-        message = message or f"rl fit on {data.name}"
-    target = open_repo(repo) if message else None
+    message, target = _commit_request(commit, message, f"rl fit on {data.name}", repo)
     result = rl.fit(data, _run_dir(out, "fit"), env_id=env, ensemble=ensemble, epochs=epochs, lr=lr,
                     batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message, repo=target)
     if as_json:
@@ -115,8 +135,7 @@ def fit(
     for key, value in result.metrics.items():
         console.print(f"  {key}: {_num(value)}")
     console.print(f"model: {result.model_dir}")
-    if result.commit:
-        console.print(bold("committed"), f"{result.commit.id[:10]}: {result.commit.message}")
+    _print_commit(result.commit)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -141,8 +160,7 @@ def train(
     n_envs: NEnvsOption = 4,
     eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1, help="True-reward episodes per seed "
                                                "to evaluate the trained policy on.")] = 10,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder; default: runs/rl-train-<time>.",
-                                             show_default=False)] = None,
+    out: Annotated[Path | None, _out_option("Run folder", "train")] = None,
     threads: ThreadsOption = None,
     as_json: JsonOption = False,
     repo: RepoOption = None,
@@ -178,7 +196,7 @@ def learn(
                                             "follow a hyperbolic schedule over them.")] = 5,
     query_selection: Annotated[str, typer.Option("--query-selection", help="random, or disagreement (of an "
                                                  "ensemble: needs --ensemble 2 or more).")] = "random",
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Reward-model ensemble members.")] = 1,
+    ensemble: EnsembleOption = 1,
     beta: Annotated[float, typer.Option("--beta", help="Teacher rationality (inf: always prefers the higher "
                                         "return).")] = math.inf,
     gamma: Annotated[float, typer.Option("--gamma", help="Teacher myopia: step t of L weighted gamma^(L-1-t).")]
@@ -192,8 +210,7 @@ def learn(
     eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1, help="True-reward episodes to evaluate "
                                                "the final policy on.")] = 10,
     seed: SeedOption = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder; default: runs/rl-learn-<time>.",
-                                             show_default=False)] = None,
+    out: Annotated[Path | None, _out_option("Run folder", "learn")] = None,
     commit: CommitOption = False,
     message: MessageOption = None,
     threads: ThreadsOption = None,
@@ -210,14 +227,12 @@ def learn(
     from rewardkit.api import rl
 
     _threads(threads)
-    if commit or message:
-        message = message or f"rl learn on {env} from {queries} queries"
     settings = rl.LearnSettings(
         queries=queries, steps=steps, segment_length=segment_length, query_selection=query_selection,
         ensemble=ensemble, iterations=iterations, n_envs=n_envs, eval_episodes=eval_episodes, seed=seed,
         teacher=rl.TeacherKnobs(beta=beta, gamma=gamma, mistake_rate=mistake_rate, skip_threshold=skip_threshold,
                                 equal_threshold=equal_threshold))
-    target = open_repo(repo) if message else None
+    message, target = _commit_request(commit, message, f"rl learn on {env} from {queries} queries", repo)
     run = rl.learn(env, _run_dir(out, "learn"), settings, commit_message=message, repo=target,
                    progress=not as_json)
     if as_json:
@@ -231,5 +246,4 @@ def learn(
                   f"{_num(run.ci_low)} .. {_num(run.ci_high)}); held-out preference accuracy "
                   f"{_num(run.metrics['validation/preference_accuracy'])}")
     console.print(f"reward model: {run.model_dir}   curves: {run.curves[0]}, {run.curves[1]}")
-    if run.commit:
-        console.print(bold("committed"), f"{run.commit.id[:10]}: {run.commit.message}")
+    _print_commit(run.commit)
