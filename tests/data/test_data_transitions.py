@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -105,15 +106,21 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def assert_npz_refused(path: Path, arrays: dict[str, np.ndarray], field: str, row: int, *,
+                       load: Callable[[Path], object] = load_transitions, match: str | None = None) -> None:
+    """Write ``arrays`` to ``path``: loading it raises a one-line DataError naming the file, ``field`` and ``row``."""
+    write_npz(path, arrays)
+    with pytest.raises(DataError, match=match) as err:
+        load(path)
+    assert_one_line_naming(err, path, field, row)
+
+
 @pytest.mark.parametrize("field", ["obs", "rews", "next_obs"])
 def test_nan_names_file_field_row(tmp_path: Path, field: str) -> None:
     arrays = arrays_of(make_transitions())
     arrays[field] = arrays[field].copy()
     arrays[field][5] = np.nan
-    path = write_npz(tmp_path / "bad.npz", arrays)
-    with pytest.raises(DataError) as err:
-        load_transitions(path)
-    assert_one_line_naming(err, path, field, 5)
+    assert_npz_refused(tmp_path / "bad.npz", arrays, field, 5)
 
 
 def test_inf_in_parquet_names_row(tmp_path: Path) -> None:
@@ -133,10 +140,7 @@ def test_float64_overflowing_float32_is_refused(tmp_path: Path) -> None:
     arrays = arrays_of(make_transitions())
     arrays["obs"] = arrays["obs"].astype(np.float64)
     arrays["obs"][2, 1] = 1e300
-    path = write_npz(tmp_path / "big.npz", arrays)
-    with pytest.raises(DataError) as err:
-        load_transitions(path)
-    assert_one_line_naming(err, path, "obs", 2)
+    assert_npz_refused(tmp_path / "big.npz", arrays, "obs", 2)
 
 
 def test_missing_field(tmp_path: Path) -> None:
@@ -158,40 +162,28 @@ def test_missing_parquet_column(tmp_path: Path) -> None:
 def test_row_counts_disagree(tmp_path: Path) -> None:
     arrays = arrays_of(make_transitions())
     arrays["next_obs"] = arrays["next_obs"][:-2]
-    path = write_npz(tmp_path / "short.npz", arrays)
-    with pytest.raises(DataError) as err:
-        load_transitions(path)
-    assert_one_line_naming(err, path, "next_obs", N - 2)
+    assert_npz_refused(tmp_path / "short.npz", arrays, "next_obs", N - 2)
 
 
 def test_observation_shapes_disagree(tmp_path: Path) -> None:
     arrays = arrays_of(make_transitions())
     arrays["next_obs"] = arrays["next_obs"][:, :2]
-    path = write_npz(tmp_path / "shape.npz", arrays)
-    with pytest.raises(DataError) as err:
-        load_transitions(path)
-    assert_one_line_naming(err, path, "next_obs", 0)
+    assert_npz_refused(tmp_path / "shape.npz", arrays, "next_obs", 0)
 
 
 def test_segment_lengths_disagree(tmp_path: Path) -> None:
     segments = segments_from_transitions(make_transitions(), 3)
     arrays = {"obs": segments.obs, "acts": segments.acts, "next_obs": segments.next_obs, "rews": segments.rews[:, :2]}
-    path = write_npz(tmp_path / "segments.npz", arrays)
-    with pytest.raises(DataError, match="length 2 but 'obs' has length 3") as err:
-        load_segments(path)
-    assert_one_line_naming(err, path, "rews", 0)
+    assert_npz_refused(tmp_path / "segments.npz", arrays, "rews", 0, load=load_segments,
+                       match="length 2 but 'obs' has length 3")
 
 
 def test_nan_in_segment_names_segment_and_step(tmp_path: Path) -> None:
     segments = segments_from_transitions(make_transitions(), 3)
     obs = segments.obs.copy()
     obs[1, 2, 0] = np.nan
-    path = write_npz(
-        tmp_path / "s.npz", {"obs": obs, "acts": segments.acts, "next_obs": segments.next_obs, "rews": segments.rews}
-    )
-    with pytest.raises(DataError, match="row 1 step 2") as err:
-        load_segments(path)
-    assert_one_line_naming(err, path, "obs", 1)
+    arrays = {"obs": obs, "acts": segments.acts, "next_obs": segments.next_obs, "rews": segments.rews}
+    assert_npz_refused(tmp_path / "s.npz", arrays, "obs", 1, load=load_segments, match="row 1 step 2")
 
 
 def test_wrong_dtypes(tmp_path: Path) -> None:
@@ -202,10 +194,7 @@ def test_wrong_dtypes(tmp_path: Path) -> None:
         load_transitions(path)
     arrays = arrays_of(make_transitions())
     arrays["terminated"] = np.arange(N)
-    path = write_npz(tmp_path / "flags.npz", arrays)
-    with pytest.raises(DataError) as err:
-        load_transitions(path)
-    assert_one_line_naming(err, path, "terminated", 2)
+    assert_npz_refused(tmp_path / "flags.npz", arrays, "terminated", 2)
 
 
 def test_pickled_objects_are_refused_not_unpickled(tmp_path: Path) -> None:
