@@ -40,7 +40,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,8 +57,23 @@ _FLAG_FIELDS = ("terminated", "truncated")
 _PARQUET_KEY = b"rewardkit"
 
 
+class _ArrayRecord:
+    """What :class:`Transitions` and :class:`Segments` share: arrays checked and normalised on construction."""
+
+    _KIND: ClassVar[str]  # check_arrays' kind
+    rews: np.ndarray
+
+    def __post_init__(self) -> None:
+        arrays = {name: getattr(self, name) for name in _array_fields(type(self))}
+        for name, array in check_arrays(arrays, kind=self._KIND, where=type(self).__name__).items():
+            object.__setattr__(self, name, array)
+
+    def __len__(self) -> int:
+        return len(self.rews)
+
+
 @dataclass(frozen=True, eq=False)
-class Transitions:
+class Transitions(_ArrayRecord):
     """N environment steps, in the order they happened (episodes consecutive).
 
     Attributes:
@@ -86,14 +101,7 @@ class Transitions:
     terminated: np.ndarray
     truncated: np.ndarray
     env_id: str | None = None
-
-    def __post_init__(self) -> None:
-        arrays = {name: getattr(self, name) for name in _array_fields(type(self))}
-        for name, array in check_arrays(arrays, kind="transitions", where="Transitions").items():
-            object.__setattr__(self, name, array)
-
-    def __len__(self) -> int:
-        return len(self.rews)
+    _KIND = "transitions"
 
     @property
     def dones(self) -> np.ndarray:
@@ -102,7 +110,7 @@ class Transitions:
 
 
 @dataclass(frozen=True, eq=False)
-class Segments:
+class Segments(_ArrayRecord):
     """M windows of L consecutive steps, each inside one episode (imitation's "fragments").
 
     Attributes:
@@ -122,14 +130,7 @@ class Segments:
     next_obs: np.ndarray
     rews: np.ndarray
     env_id: str | None = None
-
-    def __post_init__(self) -> None:
-        arrays = {name: getattr(self, name) for name in _array_fields(type(self))}
-        for name, array in check_arrays(arrays, kind="segments", where="Segments").items():
-            object.__setattr__(self, name, array)
-
-    def __len__(self) -> int:
-        return len(self.rews)
+    _KIND = "segments"
 
     @property
     def length(self) -> int:
