@@ -39,8 +39,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from rewardkit.errors import ConfigError, DataError
-from rewardkit.models.spaces import as_tensor
-from rewardkit.training.minibatch import check_rows
+from rewardkit.training.minibatch import row_tensors
 from rewardkit.training.segments import segment_bradley_terry_loss
 
 #: The two meta-learning losses.
@@ -217,12 +216,6 @@ def meta_gradient(model: nn.Module, support: Batch, query: Batch, config: MAMLCo
 
 
 # ---------------------------------------------------------------------- training and adaptation
-def _tensors(data: Mapping[str, Any], where: str, device: torch.device) -> dict[str, torch.Tensor]:
-    tensors = {k: as_tensor(f"{where} {k}", v, device) for k, v in data.items() if v is not None}
-    check_rows(tensors)
-    return tensors
-
-
 def _observations(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
     """Every observation in a task's data, rows flattened (for the normaliser)."""
     return [t.reshape(-1, *t.shape[2:]) if k.endswith(".obs") else t for k, t in tensors.items()
@@ -251,7 +244,7 @@ def fit_maml(model: nn.Module, tasks: Sequence[Mapping[str, Any]], config: MAMLC
     if not tasks:
         raise ConfigError("fit_maml needs at least one task")
     device = next(model.parameters()).device
-    data = [_tensors(t, f"task {i}", device) for i, t in enumerate(tasks)]
+    data = [row_tensors(t, device, where=f"task {i}") for i, t in enumerate(tasks)]
     need = config.support_size + config.query_size
     for i, t in enumerate(data):
         rows = next(iter(t.values())).shape[0]
@@ -301,7 +294,7 @@ def adapt(model: nn.Module, support: Mapping[str, Any], *, steps: int, lr: float
     if steps < 0 or not lr > 0:
         raise ConfigError(f"steps {steps}, lr {lr}: expected steps >= 0 and lr > 0")
     adapted_model = copy.deepcopy(model)
-    batch = _tensors(support, "support", next(model.parameters()).device)
+    batch = row_tensors(support, next(model.parameters()).device, where="support")
     if loss == "preferences" and batch["prefs"].dim() != 1:
         raise DataError(f"prefs has shape {tuple(batch['prefs'].shape)}; expected one label per pair")
     params = {k: p.detach() for k, p in adapted_model.named_parameters()}

@@ -8,12 +8,14 @@ with its own batching of token sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from rewardkit.errors import ConfigError, DataError
+from rewardkit.models.spaces import as_tensor
 
 
 def check_schedule(*, epochs: int, batch_size: int, lr: float) -> None:
@@ -43,6 +45,23 @@ def check_rows(tensors: dict[str, torch.Tensor]) -> int:
     if n == 0:
         raise DataError("no training data: the inputs have 0 rows")
     return n
+
+
+def row_tensors(data: Mapping[str, Any], device: torch.device, *, where: str = "") -> dict[str, torch.Tensor]:
+    """The arrays of ``data`` that are not None as tensors on ``device``, one row each per example.
+
+    Args:
+        data: Name -> array-like or tensor (None: absent, left out).
+        device: Where the tensors go.
+        where: Prefix of the names in error messages (e.g. ``"support"``).
+
+    Raises:
+        DataError: A NaN or infinite value (naming the array and row), or arrays with
+            different numbers of rows, or none.
+    """
+    tensors = {k: as_tensor(f"{where} {k}" if where else k, v, device) for k, v in data.items() if v is not None}
+    check_rows(tensors)
+    return tensors
 
 
 def train_epochs(

@@ -15,8 +15,7 @@ from torch import nn
 
 from rewardkit.errors import DataError
 from rewardkit.models.ensemble import member_rewards
-from rewardkit.models.spaces import as_tensor
-from rewardkit.training.minibatch import check_rows, check_schedule, train_epochs
+from rewardkit.training.minibatch import check_schedule, row_tensors, train_epochs
 
 
 def fit_regression(
@@ -65,8 +64,8 @@ def fit_regression(
     check_schedule(epochs=epochs, batch_size=batch_size, lr=lr)
     device = next(model.parameters()).device
     data = {"obs": obs, "acts": acts, "rews": rews, "next_obs": next_obs, "task": tasks}
-    tensors = {k: as_tensor(k, v, device) for k, v in data.items() if v is not None}
-    n = check_rows(tensors)
+    tensors = row_tensors(data, device)
+    n = len(tensors["obs"])
     if tensors["rews"].dim() != 1:
         raise DataError(f"rews has shape {tuple(tensors['rews'].shape)}; expected ({n},), one reward per transition")
     if update_normalizer:

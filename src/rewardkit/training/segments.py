@@ -23,8 +23,7 @@ from torch import nn
 
 from rewardkit.errors import DataError
 from rewardkit.models.ensemble import member_rewards
-from rewardkit.models.spaces import as_tensor
-from rewardkit.training.minibatch import check_rows, check_schedule, train_epochs
+from rewardkit.training.minibatch import check_schedule, row_tensors, train_epochs
 
 
 class SegmentLike(Protocol):
@@ -146,8 +145,7 @@ def fit_preferences(
     data: dict[str, Any] = {"prefs": prefs, "task": tasks}
     for side, seg in (("a", seg_a), ("b", seg_b)):
         data.update({f"{side}.obs": seg.obs, f"{side}.acts": seg.acts, f"{side}.next_obs": seg.next_obs})
-    tensors = {k: as_tensor(k, v, device) for k, v in data.items() if v is not None}
-    check_rows(tensors)
+    tensors = row_tensors(data, device)
     labels = tensors["prefs"].float()
     if labels.dim() != 1 or bool(((labels < 0) | (labels > 1)).any()):
         raise DataError("prefs must be one label per pair in [0, 1] (1: first segment preferred, 0.5: equal); "
