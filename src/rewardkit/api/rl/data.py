@@ -99,7 +99,6 @@ def episode_returns(transitions: Transitions) -> np.ndarray:
     return np.diff(totals, prepend=0.0)
 
 
-
 @dataclass(frozen=True)
 class FitResult:
     """A reward model fitted to a data file, evaluated on a held-out part of it.

@@ -32,7 +32,6 @@ def environment_spaces(env_id: str) -> tuple[Any, Any]:
         venv.close()
 
 
-
 def new_reward_model(observation_space: Any, action_space: Any, *, ensemble: int, seed: int,
                      hidden_sizes: tuple[int, ...] = (256, 256)) -> nn.Module:
     """A fresh ``StateActionRewardModel`` for the spaces, or a ``RewardEnsemble`` of ``ensemble`` of them (seeded)."""
@@ -44,6 +43,7 @@ def new_reward_model(observation_space: Any, action_space: Any, *, ensemble: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return StateActionRewardModel(template.config)
+
 
 def commit_model(repo: Repository, folder: Path, message: str, params: dict[str, Any], metrics: dict[str, float],
                  data_fingerprint: str | None) -> Commit:
