@@ -29,6 +29,7 @@ from rewardkit.store import Commit, Repository
 #: Confidence level of every interval reported here.
 LEVEL = 0.95
 
+
 # ---------------------------------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class PolicyRun:
