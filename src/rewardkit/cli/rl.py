@@ -13,6 +13,7 @@ from rewardkit.cli.options import JsonOption, RepoOption, open_repo
 from rewardkit.cli.render import bold, console, print_json
 
 if TYPE_CHECKING:
+    from rewardkit.api import rl
     from rewardkit.store import Commit, Repository
 
 app = typer.Typer(help="Reward models for Gymnasium environments: collect roll-outs, fit R(s,a), train PPO on it, "
@@ -32,6 +33,33 @@ MessageOption = Annotated[
 CommitOption = Annotated[bool, typer.Option("--commit", help="Commit the reward model with its params and metrics.")]
 EnsembleOption = Annotated[int, typer.Option("--ensemble", min=1, help="Reward-model ensemble members (1: one "
                                             "model).")]
+
+
+FamilyOption = Annotated[str, typer.Option("--family", help="Task family: pendulum-goal, halfcheetah-velocity or "
+                                          "halfcheetah-direction (tasks differ only in reward).")]
+TasksOption = Annotated[str | None, typer.Option("--tasks", help="Task indices to train on, comma-separated; "
+                                                 "default the family's training tasks.", show_default=False)]
+LabelsOption = Annotated[int, typer.Option("--labels", min=1, help="Labelled transitions of the new task to adapt "
+                                           "on.")]
+
+
+def _tasks(text: str | None) -> list[int] | None:
+    from rewardkit.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        indices = []
+    if not indices:
+        raise ConfigError(f"--tasks '{text}': expected task indices separated by commas, e.g. 0,1,2")
+    return indices
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        console.print(f"  {key}: {_num(value)}")
 
 
 def _out_option(what: str, verb: str) -> typer.models.OptionInfo:
@@ -104,6 +132,20 @@ def fit(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Transitions or pairs per step; "
                                                    "default 256 transitions or 32 pairs.", show_default=False)] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths, comma-separated.")] = "256,256",
+    init_from: Annotated[str | None, typer.Option("--init-from", help="Transfer: start from this stored "
+                                                  "state-action model (ref); its normaliser is kept and the commit "
+                                                  "records it as the base.", show_default=False)] = None,
+    freeze: Annotated[list[str] | None, typer.Option("--freeze", help="With --init-from: parameters to keep as "
+                                                     "stored, fnmatch on names (mlp.0.*); repeatable.",
+                                                     show_default=False)] = None,
+    family: Annotated[str | None, typer.Option("--family", help="Multi-task: fit one task-conditioned model to the "
+                                               "transitions relabelled for each task of this family.",
+                                               show_default=False)] = None,
+    tasks: TasksOption = None,
+    adapt_task: Annotated[int | None, typer.Option("--adapt-task", help="With --family: then adapt to this "
+                                                   "task (not trained on) from --labels of its transitions.",
+                                                   show_default=False)] = None,
+    labels: LabelsOption = 100,
     seed: SeedOption = 0,
     out: Annotated[Path | None, _out_option("Model folder", "fit")] = None,
     commit: CommitOption = False,
@@ -116,14 +158,27 @@ def fit(
 
     A fifth of the episodes (or pairs) is held out: the metrics are the MSE (or preference
     accuracy) there and the Pearson correlation of learned and true reward per held-out step.
+    --init-from fine-tunes a stored model (transfer, lineage shown by `show` and `log --graph`);
+    --family fits one R(s, a, task) over a task family (multi-task).
     """
     from rewardkit.api import rl
+    from rewardkit.errors import ConfigError
 
     _threads(threads)
     hidden_sizes = _hidden(hidden)
-    message, target = _commit_request(commit, message, f"rl fit on {data.name}", repo)
+    if family is None and (tasks is not None or adapt_task is not None):
+        raise ConfigError("--tasks and --adapt-task need --family NAME")
+    if family is not None and (init_from or freeze or ensemble > 1):
+        raise ConfigError("--family fits a new task-conditioned model: drop --init-from, --freeze and --ensemble")
+    default = f"rl fit on {data.name}" + (f" from {init_from}" if init_from else "")
+    message, target = _commit_request(commit, message, default, repo)
+    if family is not None:
+        _fit_tasks(data, family, _tasks(tasks), adapt_task, labels, epochs, lr, batch_size, seed, hidden_sizes,
+                   _run_dir(out, "fit"), message, target, as_json)
+        return
     result = rl.fit(data, _run_dir(out, "fit"), env_id=env, ensemble=ensemble, epochs=epochs, lr=lr,
-                    batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message, repo=target)
+                    batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message, repo=target,
+                    init_from=init_from, freeze=freeze or ())
     if as_json:
         print_json({"model_dir": str(result.model_dir), "env_id": result.env_id, "objective": result.objective,
                     "train": result.n_train, "heldout": result.n_heldout, "metrics": result.metrics,
@@ -131,9 +186,108 @@ def fit(
         return
     unit = "pairs" if result.objective == "preferences" else "transitions"
     console.print(f"fitted on {result.n_train} {unit} of {result.env_id} ({result.objective}), "
-                  f"{result.n_heldout} held out")
-    for key, value in result.metrics.items():
-        console.print(f"  {key}: {_num(value)}")
+                  f"{result.n_heldout} held out" + (f", from {init_from}" if init_from else ""))
+    _print_metrics(result.metrics)
+    console.print(f"model: {result.model_dir}")
+    _print_commit(result.commit)
+
+
+def _fit_tasks(data: Path, family: str, tasks: list[int] | None, adapt_task: int | None, labels: int, epochs: int,
+               lr: float, batch_size: int | None, seed: int, hidden_sizes: tuple[int, ...], out: Path,
+               message: str | None, target: Repository | None, as_json: bool) -> None:
+    """``rl fit --family``: one task-conditioned model over the family's tasks, optionally adapted to another."""
+    from rewardkit.api import rl
+
+    result = rl.fit_tasks(data, out, family=family, tasks=tasks, adapt_task=adapt_task, labels=labels,
+                          epochs=epochs, lr=lr, batch_size=batch_size or 256, seed=seed, hidden_sizes=hidden_sizes,
+                          commit_message=message, repo=target)
+    _print_tasks(result, f"multi-task fit over {result.family} tasks {result.tasks}", as_json)
+
+
+def _print_tasks(result: rl.TasksResult, title: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"model_dir": str(result.model_dir), "family": result.family, "tasks": result.tasks,
+                    "metrics": result.metrics, "params": result.params,
+                    "commit": result.commit.id if result.commit else None})
+        return
+    console.print(title + " (held-out episodes, mean over tasks)")
+    _print_metrics(result.metrics)
+    console.print(f"model: {result.model_dir}")
+    _print_commit(result.commit)
+
+
+@app.command()
+def maml(
+    data: Annotated[Path, typer.Option("--data", help="Transitions of the family's environment (.npz/.parquet).")],
+    family: FamilyOption,
+    tasks: TasksOption = None,
+    inner_steps: Annotated[int, typer.Option("--inner-steps", min=0, help="K: inner gradient steps.")] = 1,
+    inner_lr: Annotated[float, typer.Option("--inner-lr", help="α: inner step size.")] = 0.01,
+    outer_lr: Annotated[float, typer.Option("--outer-lr", help="Adam learning rate of the outer loop.")] = 1e-3,
+    meta_steps: Annotated[int, typer.Option("--meta-steps", min=1, help="Outer updates (4 tasks each).")] = 200,
+    support: Annotated[int, typer.Option("--support", min=1, help="Support transitions per task and step.")] = 10,
+    query: Annotated[int, typer.Option("--query", min=1, help="Query transitions per task and step.")] = 20,
+    first_order: Annotated[bool, typer.Option("--first-order", help="FOMAML: do not differentiate through the "
+                                              "inner steps.")] = False,
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths, comma-separated.")] = "256,256",
+    seed: SeedOption = 0,
+    out: Annotated[Path | None, _out_option("Model folder", "maml")] = None,
+    commit: CommitOption = False,
+    message: MessageOption = None,
+    threads: ThreadsOption = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Meta-train R(s,a) with MAML over a task family's training tasks (MSE on relabelled transitions).
+
+    The metrics are held-out MSE and correlation per task after the inner loop on --support
+    of its transitions. Adapt the result to a held-out task with `rewardkit rl adapt`.
+    """
+    from rewardkit.api import rl
+
+    _threads(threads)
+    hidden_sizes = _hidden(hidden)
+    message, target = _commit_request(commit, message, f"rl maml over {family} on {data.name}", repo)
+    result = rl.maml(data, _run_dir(out, "maml"), family=family, tasks=_tasks(tasks), inner_steps=inner_steps,
+                     inner_lr=inner_lr, outer_lr=outer_lr, meta_steps=meta_steps, support_size=support,
+                     query_size=query, first_order=first_order, seed=seed, hidden_sizes=hidden_sizes,
+                     commit_message=message, repo=target)
+    order = "first-order" if first_order else "second-order"
+    _print_tasks(result, f"MAML ({order}, {meta_steps} meta-steps) over {result.family} tasks {result.tasks}, "
+                 f"after {inner_steps} inner step(s) on {support} labels", as_json)
+
+
+@app.command()
+def adapt(
+    reward: Annotated[str, typer.Option("--reward", help="Stored state-action model to adapt: a folder or a ref "
+                                        "(e.g. what `rl maml --commit` made).")],
+    data: Annotated[Path, typer.Option("--data", help="Transitions of the family's environment (.npz/.parquet).")],
+    family: FamilyOption,
+    task: Annotated[int, typer.Option("--task", help="Index of the task to adapt to (usually a held-out one).")],
+    labels: LabelsOption = 10,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Gradient steps (MAML's inner loop).")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Step size.")] = 0.01,
+    seed: SeedOption = 0,
+    out: Annotated[Path | None, _out_option("Model folder", "adapt")] = None,
+    commit: CommitOption = False,
+    message: MessageOption = None,
+    as_json: JsonOption = False,
+    repo: RepoOption = None,
+) -> None:
+    """Few-shot adaptation of a stored reward model to one task; held-out MSE and correlation before and after."""
+    from rewardkit.api import rl
+
+    message, target = _commit_request(commit, message, f"rl adapt {reward} to {family} task {task}", repo)
+    result = rl.adapt(reward, data, _run_dir(out, "adapt"), family=family, task=task, labels=labels, steps=steps,
+                      lr=lr, seed=seed, commit_message=message, repo=target)
+    if as_json:
+        print_json({"model_dir": str(result.model_dir), "task": result.task, "labels": result.labels,
+                    "before": result.before, "after": result.after, "params": result.params,
+                    "commit": result.commit.id if result.commit else None})
+        return
+    console.print(f"adapted to {family} task {task} from {labels} labels, {steps} step(s) (held-out episodes)")
+    for key in result.after:
+        console.print(f"  {key}: {_num(result.before[key])} -> {_num(result.after[key])}")
     console.print(f"model: {result.model_dir}")
     _print_commit(result.commit)
 

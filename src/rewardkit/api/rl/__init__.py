@@ -12,6 +12,9 @@ The four verbs of ``rewardkit rl``, each a short composition of :mod:`rewardkit.
   run folder; :func:`learn`, the preference loop
   (:class:`~rewardkit.rl.comparisons.PreferenceComparisons`), the learned reward model
   committed with its query count and true-return metrics;
+* :mod:`~rewardkit.api.rl.reuse`: reuse across tasks: :func:`transfer_start` (``fit
+  --init-from``), :func:`fit_tasks` (one task-conditioned model over a task family),
+  :func:`maml` (meta-training) and :func:`adapt` (few-shot adaptation to a task);
 * :mod:`~rewardkit.api.rl.epic`: :func:`reward_distance`, the EPIC distance between two
   commits' reward models, for ``rewardkit diff``;
 * :mod:`~rewardkit.api.rl.models`: what they share: a reward model for an environment's
@@ -52,9 +55,16 @@ from rewardkit.api.rl.policy import (
     learn,
     train,
 )
+from rewardkit.api.rl.reuse import AdaptResult, TasksResult, adapt, fit_tasks, maml, transfer_start
 
 __all__ = [
     "LEVEL",
+    "AdaptResult",
+    "TasksResult",
+    "adapt",
+    "fit_tasks",
+    "maml",
+    "transfer_start",
     "CollectResult",
     "FitResult",
     "LearnRun",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,8 @@ def fit(
     hidden_sizes: tuple[int, ...] = (256, 256),
     commit_message: str | None = None,
     repo: Repository | None = None,
+    init_from: str | None = None,
+    freeze: Sequence[str] = (),
 ) -> FitResult:
     """Fit a state-action reward model to transitions (MSE) or preferences (Bradley-Terry) in ``data``.
 
@@ -163,11 +166,18 @@ def fit(
         hidden_sizes: Widths of the MLP's hidden layers.
         commit_message: Commit the model with this message (None: do not commit).
         repo: The repository; discovered when None.
+        init_from: Transfer: start from the stored state-action model this ref names (its
+            observation normaliser kept; ``ensemble`` and ``hidden_sizes`` are then its own)
+            and record it as the commit's lineage (``params["base"]``, ``params["frozen"]``).
+        freeze: With ``init_from``: fnmatch patterns of parameters kept as stored (``mlp.0.*``).
 
     Raises:
         DataError: The file is unreadable, invalid, does not fit the environment's spaces,
             or is too small to hold some data out.
-        ConfigError: No or conflicting env id, unknown env id, or a setting out of range.
+        ConfigError: No or conflicting env id, unknown env id, a setting out of range, or a
+            freeze pattern that matches no parameter (or ``freeze`` without ``init_from``).
+        ModelError: ``init_from`` names a text or task-conditioned model, or one for other spaces.
+        RefError: ``init_from`` names no commit.
         OutputError: ``out`` cannot be written.
     """
     if ensemble < 1 or not 0 < heldout_fraction < 1:
@@ -177,18 +187,25 @@ def fit(
     env_id = _env_of(record, env_id, data)
     spaces = environment_spaces(env_id)
     check_data_spaces(record, *spaces, where=str(data))
+    if freeze and not init_from:
+        raise ConfigError("--freeze needs --init-from REF: only a stored model has parameters worth keeping")
+    target = (repo or Repository.discover()) if commit_message or init_from else None
+    from rewardkit.api.rl.reuse import transfer_start
+
+    start = transfer_start(target, init_from, env_id, freeze) if init_from else None
     out = check_output_path(out, "model folder", "--out", folder=True)
-    target = (repo or Repository.discover()) if commit_message else None
     rng = np.random.default_rng(seed)
-    model = new_reward_model(*spaces, ensemble=ensemble, seed=seed, hidden_sizes=hidden_sizes)
+    model = start.model if start else new_reward_model(*spaces, ensemble=ensemble, seed=seed,
+                                                       hidden_sizes=hidden_sizes)
     pairs = isinstance(record, PreferenceDataset)
     schedule = {"epochs": epochs, "batch_size": batch_size or (32 if pairs else 256), "lr": lr, "seed": seed}
+    keep = {"update_normalizer": start is None}
     if isinstance(record, PreferenceDataset):
         train_part, heldout = _split_pairs(record, heldout_fraction, rng, str(data))
         from rewardkit.training.segments import fit_preferences
 
         losses = fit_preferences(model, train_part.fragments1, train_part.fragments2, train_part.preferences,
-                                 **schedule)
+                                 **schedule, **keep)
         metrics = preference_metrics(model, heldout)
         n_train, n_held, objective, queries = len(train_part), len(heldout), "preferences", len(train_part)
         data_print = preference_fingerprint(record)
@@ -197,14 +214,14 @@ def fit(
         from rewardkit.training.regression import fit_regression
 
         losses = fit_regression(model, train_part.obs, train_part.acts, train_part.rews, train_part.next_obs,
-                                **schedule)
+                                **schedule, **keep)
         metrics = regression_metrics(model, held)
         n_train, n_held, objective, queries = len(train_part), len(held), "mse", 0
         data_print = fingerprint(record)
     params = {"env_id": env_id, "objective": objective, "queries": queries, "data": str(data),
-              "data_fingerprint": data_print, "ensemble": ensemble, **schedule}
+              "data_fingerprint": data_print, "ensemble": ensemble, **schedule, **(start.lineage() if start else {})}
     model.save(out)
-    commit = commit_model(target, out, commit_message, params, metrics, data_print) if target else None
+    commit = commit_model(target, out, commit_message, params, metrics, data_print) if commit_message else None
     return FitResult(out, env_id, objective, n_train, n_held, metrics, params, losses, commit)
 
 
