@@ -170,7 +170,8 @@ def fit(
         raise ConfigError("--tasks and --adapt-task need --family NAME")
     if family is not None and (init_from or freeze or ensemble > 1):
         raise ConfigError("--family fits a new task-conditioned model: drop --init-from, --freeze and --ensemble")
-    default = f"rl fit on {data.name}" + (f" from {init_from}" if init_from else "")
+    default = f"rl fit on {data.name}" + (f" from {init_from}" if init_from else "") + (
+        f" over {family}" if family else "")
     message, target = _commit_request(commit, message, default, repo)
     if family is not None:
         _fit_tasks(data, family, _tasks(tasks), adapt_task, labels, epochs, lr, batch_size, seed, hidden_sizes,
