@@ -219,7 +219,8 @@ def fit(
         n_train, n_held, objective, queries = len(train_part), len(held), "mse", 0
         data_print = fingerprint(record)
     params = {"env_id": env_id, "objective": objective, "queries": queries, "data": str(data),
-              "data_fingerprint": data_print, "ensemble": ensemble, **schedule, **(start.lineage() if start else {})}
+              "data_fingerprint": data_print, "ensemble": len(getattr(model, "members", [model])), **schedule,
+              **(start.lineage() if start else {})}
     model.save(out)
     commit = commit_model(target, out, commit_message, params, metrics, data_print) if commit_message else None
     return FitResult(out, env_id, objective, n_train, n_held, metrics, params, losses, commit)
