@@ -68,6 +68,15 @@ def test_fit_family_trains_one_task_conditioned_model_and_adapts_to_a_held_out_t
     assert _json(cli, "show", "HEAD")["params"]["family"] == "pendulum-goal"
 
 
+def test_fit_family_learns_from_synthetic_preferences_per_task(cli, pendulum) -> None:
+    result = _json(cli, "rl", "fit", "--data", str(pendulum), "--family", "pendulum-goal", "--tasks", "0,2",
+                   "--pairs", "100", "--segment-length", "20", "--adapt-task", "1", "--labels", "20", "--epochs", "10",
+                   *SMALL, "--out", "mtp")
+    assert result["params"]["objective"] == "preferences" and result["params"]["pairs"] == 100
+    assert result["metrics"]["validation/preference_accuracy"] > 0.8  # held-out episodes' pairs, per task
+    assert 0 <= result["metrics"]["adapted/preference_accuracy"] <= 1
+
+
 def test_maml_then_adapt_improves_the_held_out_task_and_records_lineage(cli, pendulum) -> None:
     assert cli("init")[0] == 0
     meta = _json(cli, "rl", "maml", "--data", str(pendulum), "--family", "pendulum-goal", "--meta-steps", "60",
@@ -88,6 +97,7 @@ def test_reuse_refusals_write_nothing(cli, pendulum, tiny_model_dir) -> None:
     _refused(cli, [*fit, "--init-from", "main"], "text", written="m")
     _refused(cli, [*fit, "--init-from", "nosuchref"], "nosuchref", written="m")
     _refused(cli, [*fit, "--freeze", "mlp.0.*"], "--freeze needs --init-from", written="m")
+    _refused(cli, [*fit, "--pairs", "10"], "need --family", written="m")
     _refused(cli, [*fit, "--family", "no-such-family"], "unknown task family 'no-such-family'", written="m")
     _refused(cli, [*fit, "--family", "pendulum-goal", "--tasks", "0,99"], "task 99", written="m")
     _refused(cli, [*fit, "--family", "pendulum-goal", "--tasks", "0,1", "--adapt-task", "1"], "--adapt-task 1",

@@ -146,6 +146,11 @@ def fit(
                                                    "task (not trained on) from --labels of its transitions.",
                                                    show_default=False)] = None,
     labels: LabelsOption = 100,
+    pairs: Annotated[int | None, typer.Option("--pairs", min=1, help="With --family: learn from this many "
+                                              "synthetic preference pairs per task (then --labels counts pairs).",
+                                              show_default=False)] = None,
+    segment_length: Annotated[int, typer.Option("--segment-length", min=1, help="Steps per segment, with "
+                                                "--pairs.")] = 25,
     seed: SeedOption = 0,
     out: Annotated[Path | None, _out_option("Model folder", "fit")] = None,
     commit: CommitOption = False,
@@ -166,16 +171,20 @@ def fit(
 
     _threads(threads)
     hidden_sizes = _hidden(hidden)
-    if family is None and (tasks is not None or adapt_task is not None):
-        raise ConfigError("--tasks and --adapt-task need --family NAME")
+    if family is None and (tasks is not None or adapt_task is not None or pairs is not None):
+        raise ConfigError("--tasks, --adapt-task and --pairs need --family NAME")
     if family is not None and (init_from or freeze or ensemble > 1):
         raise ConfigError("--family fits a new task-conditioned model: drop --init-from, --freeze and --ensemble")
     default = f"rl fit on {data.name}" + (f" from {init_from}" if init_from else "") + (
         f" over {family}" if family else "")
     message, target = _commit_request(commit, message, default, repo)
     if family is not None:
-        _fit_tasks(data, family, _tasks(tasks), adapt_task, labels, epochs, lr, batch_size, seed, hidden_sizes,
-                   _run_dir(out, "fit"), message, target, as_json)
+        result = rl.fit_tasks(data, _run_dir(out, "fit"), family=family, tasks=_tasks(tasks), adapt_task=adapt_task,
+                              labels=labels, pairs=pairs, segment_length=segment_length, epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message,
+                              repo=target)
+        _print_tasks(result, f"multi-task fit over {result.family} tasks {result.tasks} ({result.params['objective']})",
+                     as_json)
         return
     result = rl.fit(data, _run_dir(out, "fit"), env_id=env, ensemble=ensemble, epochs=epochs, lr=lr,
                     batch_size=batch_size, seed=seed, hidden_sizes=hidden_sizes, commit_message=message, repo=target,
@@ -191,18 +200,6 @@ def fit(
     _print_metrics(result.metrics)
     console.print(f"model: {result.model_dir}")
     _print_commit(result.commit)
-
-
-def _fit_tasks(data: Path, family: str, tasks: list[int] | None, adapt_task: int | None, labels: int, epochs: int,
-               lr: float, batch_size: int | None, seed: int, hidden_sizes: tuple[int, ...], out: Path,
-               message: str | None, target: Repository | None, as_json: bool) -> None:
-    """``rl fit --family``: one task-conditioned model over the family's tasks, optionally adapted to another."""
-    from rewardkit.api import rl
-
-    result = rl.fit_tasks(data, out, family=family, tasks=tasks, adapt_task=adapt_task, labels=labels,
-                          epochs=epochs, lr=lr, batch_size=batch_size or 256, seed=seed, hidden_sizes=hidden_sizes,
-                          commit_message=message, repo=target)
-    _print_tasks(result, f"multi-task fit over {result.family} tasks {result.tasks}", as_json)
 
 
 def _print_tasks(result: rl.TasksResult, title: str, as_json: bool) -> None:

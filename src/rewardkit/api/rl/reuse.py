@@ -137,11 +137,16 @@ def _mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
 
 def fit_tasks(
     data: str | Path, out: str | Path, *, family: str, tasks: Sequence[int] | None = None,
-    adapt_task: int | None = None, labels: int = 100, epochs: int = 20, lr: float = 1e-3, batch_size: int = 256,
-    seed: int = 0, hidden_sizes: tuple[int, ...] = (256, 256), commit_message: str | None = None,
-    repo: Repository | None = None,
+    adapt_task: int | None = None, labels: int = 100, pairs: int | None = None, segment_length: int = 25,
+    epochs: int = 20, lr: float = 1e-3, batch_size: int | None = None, seed: int = 0,
+    hidden_sizes: tuple[int, ...] = (256, 256), commit_message: str | None = None, repo: Repository | None = None,
 ) -> TasksResult:
     """Fit one task-conditioned reward model (learned task embedding) to the roll-outs relabelled per task.
+
+    With ``pairs`` the model learns from preferences instead (Bradley-Terry): ``pairs``
+    segment pairs per task labelled by the perfect synthetic teacher on the task's reward
+    (:func:`~rewardkit.rl.tasks.task_preferences`), and ``labels`` counts pairs of the
+    adapted task; the metrics are then preference accuracies on pairs of held-out episodes.
 
     Args:
         data: Transitions of the family's environment (any policy: the tasks differ only in reward).
@@ -150,10 +155,12 @@ def fit_tasks(
         tasks: Task indices to train on; default the family's training tasks.
         adapt_task: A task not trained on, to adapt to from ``labels`` of its transitions
             (only its embedding row trains); its held-out metrics are ``adapted/...``.
-        labels: Labelled transitions of ``adapt_task``.
+        labels: Labelled transitions (or pairs) of ``adapt_task``.
+        pairs: Learn from this many labelled segment pairs per task (None: MSE on transitions).
+        segment_length: Steps per segment, with ``pairs``.
         epochs: Passes over the training part (and over the labels when adapting).
         lr: Adam learning rate.
-        batch_size: Transitions per step.
+        batch_size: Transitions (or pairs) per step; default 256 (or 32).
         seed: Seed of the split, the initialisation, the label draw and the minibatch order.
         hidden_sizes: Widths of the MLP's hidden layers.
         commit_message: Commit the model with this message (None: do not commit).
@@ -174,7 +181,19 @@ def fit_tasks(
         raise ConfigError(f"--adapt-task {new.index} is among --tasks; adapt to a task the model did not train on")
     rng = np.random.default_rng(seed)
     train_part, held = _split_episodes(record, 0.2, rng, str(data))
-    few = _labels(fam.relabel(train_part, new), labels, rng, str(data)) if new is not None else None
+    if pairs is not None:
+        from rewardkit.rl.tasks import task_preferences
+
+        if pairs < 1 or labels < 1 or segment_length < 1:
+            raise ConfigError(f"--pairs {pairs}, --labels {labels}, --segment-length {segment_length}: expected >= 1")
+        labelled = lambda part, ts, n: task_preferences(fam, part, ts, num_pairs=n,  # noqa: E731
+                                                        fragment_length=segment_length, seed=seed)
+        train_data = labelled(train_part, chosen, pairs)
+        few = labelled(train_part, [new], labels)[0][1] if new is not None else None
+        held_data = dict(labelled(held, chosen + ([new] if new else []), max(pairs // 4, 20)))
+    else:
+        train_data = [(t, fam.relabel(train_part, t)) for t in chosen]
+        few = _labels(fam.relabel(train_part, new), labels, rng, str(data)) if new is not None else None
     out = check_output_path(out, "model folder", "--out", folder=True)
     target = (repo or Repository.discover()) if commit_message else None
     template = StateActionRewardModel.for_spaces(*environment_spaces(fam.env_id), hidden_sizes=hidden_sizes).config
@@ -184,15 +203,25 @@ def fit_tasks(
         torch.manual_seed(seed)
         model = TaskConditionedRewardModel(TaskConditionedConfig(**dataclasses.asdict(template),
                                                                  n_tasks=len(fam.tasks("all"))))
-    schedule = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
-    losses = fit_multitask(model, [(t, fam.relabel(train_part, t)) for t in chosen], **schedule)
-    metrics = {f"validation/{k.split('/')[-1]}": v
-               for k, v in _mean_metrics([_task_metrics(model, fam, t, held) for t in chosen]).items()}
+    schedule = {"epochs": epochs, "batch_size": batch_size or (32 if pairs else 256), "lr": lr, "seed": seed}
+    losses = fit_multitask(model, train_data, **schedule)
+
+    def evaluate(task: Task) -> dict[str, float]:
+        if pairs is None:
+            return _task_metrics(model, fam, task, held)
+        from rewardkit.rl.preferences import preference_accuracy
+
+        return {"validation/preference_accuracy": preference_accuracy(model, held_data[task], task)}
+
+    metrics = {f"validation/{k.split('/')[-1]}": v for k, v in _mean_metrics([evaluate(t) for t in chosen]).items()}
     if new is not None:
         model = adapt_to_task(model, new, few, train_tasks=chosen, **schedule)
-        metrics |= {f"adapted/{k.split('/')[-1]}": v for k, v in _task_metrics(model, fam, new, held).items()}
-    params = {"family": fam.name, "env_id": fam.env_id, "objective": "mse", "tasks": [t.index for t in chosen],
-              "data": str(data), "data_fingerprint": fingerprint(record), **schedule}
+        metrics |= {f"adapted/{k.split('/')[-1]}": v for k, v in evaluate(new).items()}
+    params = {"family": fam.name, "env_id": fam.env_id, "objective": "preferences" if pairs else "mse",
+              "tasks": [t.index for t in chosen], "data": str(data), "data_fingerprint": fingerprint(record),
+              **schedule}
+    if pairs is not None:
+        params |= {"pairs": pairs, "segment_length": segment_length}
     if new is not None:
         params |= {"adapt_task": new.index, "labels": labels}
     model.save(out)
