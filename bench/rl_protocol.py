@@ -51,6 +51,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from rewardkit.api.rl import LearnSettings
+
+#: The loop's own defaults (``rewardkit rl learn``): environments, roll-out length, rounds, epochs, segments.
+LOOP = LearnSettings()
+
 TASKS = ("CartPole-v1", "Pendulum-v1", "Reacher-v5", "HalfCheetah-v5")
 DEFAULT_STEPS = {"CartPole-v1": 100_000, "Pendulum-v1": 200_000, "Reacher-v5": 300_000, "HalfCheetah-v5": 300_000}
 TARGET_SCORE, TARGET_QUERIES, TARGET_TASKS = 0.9, 700, 3
@@ -67,12 +72,12 @@ class Settings:
     seeds: int = 3
     queries: tuple[int, ...] = (100, 300, 700)
     extra_queries: tuple[int, ...] = (1400,)
-    n_envs: int = 4
-    n_steps: int = 256
-    eval_episodes: int = 10
-    iterations: int = 5
-    reward_epochs: int = 10
-    segment_length: int = 25
+    n_envs: int = LOOP.n_envs
+    n_steps: int = LOOP.n_steps
+    eval_episodes: int = LOOP.eval_episodes
+    iterations: int = LOOP.iterations
+    reward_epochs: int = LOOP.reward_epochs
+    segment_length: int = LOOP.segment_length
 
     def steps_for(self, env_id: str) -> int:
         """The PPO step budget of ``env_id``."""
@@ -158,7 +163,7 @@ def run_task(env_id: str, s: Settings, queries: tuple[int, ...], scratch: Path,
 
     With ``baselines=False`` only the ``prefs@Q`` cells (the extra budgets).
     """
-    from rewardkit.api.rl import LearnSettings, environment_spaces, learn, new_reward_model, open_reward_model
+    from rewardkit.api.rl import environment_spaces, learn, new_reward_model, open_reward_model
 
     cells: dict[str, Cell] = {}
 
@@ -284,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--queries", help="comma-separated query budgets (default 100,300,700)")
     parser.add_argument("--extra-queries", help="budgets run only where the largest falls short of the target "
                                                 "(default 1400; '' for none)")
-    parser.add_argument("--n-envs", type=int, help="vectorised environments per PPO run (default 4)")
+    parser.add_argument("--n-envs", type=int, help=f"vectorised environments per PPO run (default {LOOP.n_envs}, "
+                                                      "as `rl learn`)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", type=Path, help="write the summary to this file")
     parser.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
