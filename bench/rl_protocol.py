@@ -3,7 +3,11 @@
 Per task and seed, every agent is scored on the TRUE return (deterministic episodes of the
 final policy, :func:`rewardkit.api.rl.evaluate_true_return_mean`, ``Monitor`` innermost):
 
-- ``true``:      PPO on the environment's reward (the reference, R_true);
+- ``true``:      PPO on the environment's reward, as ``rewardkit rl train`` runs it (raw reward);
+- ``true+norm``: the same with SB3's ``VecNormalize`` scaling the true reward (returns'
+                 running std): the learned reward is standardised, so the reference gets a
+                 reward scale PPO likes too. R_true is the better of the two means over seeds
+                 (the harder reference for the learned reward);
 - ``random``:    uniformly random actions (R_random);
 - ``prefs@Q``:   the preference loop (:func:`rewardkit.api.rl.learn`, i.e.
                  :class:`~rewardkit.rl.comparisons.PreferenceComparisons` with a perfect
@@ -17,9 +21,10 @@ final policy, :func:`rewardkit.api.rl.evaluate_true_return_mean`, ``Monitor`` in
 Normalised score of a cell: (R - R_random) / (R_true - R_random), per seed with the means
 over seeds of R_true and R_random as the scale (one seed's R_true near R_random would make a
 paired ratio explode), mean over seeds with a 95% percentile bootstrap CI (seeds resampled).
-Both controls must score near 0 (|score| <= 0.25); a control that does not means that the
-task leaks the answer through termination (e.g. CartPole ends when the pole falls, so any
-reward positive everywhere is a survival bonus) and is printed as such. The issue's target
+Both controls must score near 0 (|score| <= 0.25). A control above that means that the task
+leaks the answer through termination (e.g. CartPole ends when the pole falls, so any reward
+positive everywhere is a survival bonus) and is printed as such; one below it (a policy worse
+than random, e.g. a constant torque on Pendulum) is printed too, but is no leak. The issue's target
 (a score of at least 0.9 with 700 queries on at least three of CartPole-v1, Pendulum-v1,
 Reacher-v5, HalfCheetah-v5) is printed as met or NOT met.
 
@@ -120,13 +125,22 @@ class ZeroReward:
         return np.zeros(len(obs), dtype=np.float32)
 
 
-def ppo_true_return(env_id: str, model: Any, s: Settings, seed: int) -> float:
-    """A fresh PPO on ``model`` (None: the true reward) for the task's budget; its mean true return."""
+def ppo_true_return(env_id: str, model: Any, s: Settings, seed: int, *, normalize_true: bool = False) -> float:
+    """A fresh PPO on ``model`` (None: the true reward) for the task's budget; its mean true return.
+
+    ``normalize_true`` (with ``model=None``): SB3's ``VecNormalize`` scales the true reward
+    by the running std of the discounted return (observations untouched, so the policy is
+    evaluated on the raw environment as is).
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
     from rewardkit.api.rl import evaluate_true_return_mean
     from rewardkit.rl.ppo import RecordingReward, make_ppo
 
     reward = RecordingReward(model) if model is not None else None
     agent = make_ppo(env_id, reward, seed=seed, n_envs=s.n_envs, n_steps=s.n_steps)
+    if normalize_true:
+        agent.set_env(VecNormalize(agent.get_env(), norm_obs=False, norm_reward=True, gamma=agent.gamma))
     agent.learn(s.steps_for(env_id))
     return evaluate_true_return_mean(agent, env_id, s.eval_episodes, seed)
 
@@ -179,6 +193,7 @@ def run_task(env_id: str, s: Settings, queries: tuple[int, ...], scratch: Path,
         if baselines:
             timed("random", seed, lambda: random_return(env_id, s, seed))
             timed("true", seed, lambda: ppo_true_return(env_id, None, s, seed))
+            timed("true+norm", seed, lambda: ppo_true_return(env_id, None, s, seed, normalize_true=True))
         pairs_file: list[Path] = []  # the pairs of the latest budget, for the shuffled control
 
         def prefs(q: int) -> float:
@@ -211,8 +226,12 @@ def bootstrap(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[floa
 
 
 def normalised(cells: dict[str, Cell]) -> dict[str, tuple[float, float, float]]:
-    """Per cell: mean normalised score over seeds and its bootstrap CI (NaN when R_true <= R_random)."""
-    r_true, r_random = np.mean(cells["true"].returns), np.mean(cells["random"].returns)
+    """Per cell: mean normalised score over seeds and its bootstrap CI (NaN when R_true <= R_random).
+
+    R_true is the better of the ``true`` and ``true+norm`` means (whichever cells exist).
+    """
+    r_true = max(np.mean(cells[name].returns) for name in ("true", "true+norm") if name in cells)
+    r_random = np.mean(cells["random"].returns)
     scale = r_true - r_random
     if scale <= 0:
         return {name: (math.nan, math.nan, math.nan) for name in cells}
@@ -221,7 +240,7 @@ def normalised(cells: dict[str, Cell]) -> dict[str, tuple[float, float, float]]:
 
 def summarise(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
     """Scores, leaks and the target check, JSON-ready."""
-    tasks, reached, leaks = {}, [], []
+    tasks, reached, leaks, below = {}, [], [], []
     for env_id, cells in results.items():
         scores = normalised(cells)
         tasks[env_id] = {name: {"returns": c.returns, "seconds": c.seconds, "score": scores[name]}
@@ -229,9 +248,10 @@ def summarise(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
         at_target = scores.get(f"prefs@{TARGET_QUERIES}", (math.nan,))[0]
         if at_target >= TARGET_SCORE:
             reached.append(env_id)
-        leaks += [f"{env_id} {name}" for name in ("zero", "shuffled") if not abs(scores[name][0]) <= NEAR_ZERO]
+        leaks += [f"{env_id} {name}" for name in ("zero", "shuffled") if scores[name][0] > NEAR_ZERO]
+        below += [f"{env_id} {name}" for name in ("zero", "shuffled") if scores[name][0] < -NEAR_ZERO]
     return {"tasks": tasks, "target_reached_on": reached, "target_met": len(reached) >= TARGET_TASKS,
-            "leaks": leaks}
+            "leaks": leaks, "controls_below_random": below}
 
 
 def _fmt(score: tuple[float, float, float]) -> str:
@@ -276,7 +296,10 @@ def print_tables(summary: dict[str, Any]) -> None:
     print(f"target (>= {TARGET_SCORE} with {TARGET_QUERIES} queries on >= {TARGET_TASKS} of {len(TASKS)} tasks): "
           f"{'met' if summary['target_met'] else 'NOT met'} ({len(reached)} task(s): {', '.join(reached) or 'none'})")
     for leak in summary["leaks"]:
-        print(f"control not near 0: {leak} (|score| > {NEAR_ZERO}): the task leaks the answer through termination")
+        print(f"control not near 0: {leak} (score > {NEAR_ZERO}): the task leaks the answer "
+              "through termination")
+    for name in summary["controls_below_random"]:
+        print(f"control below random: {name} (score < -{NEAR_ZERO}): a policy worse than random, not a leak")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -303,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.seeds:
         s.seeds = args.seeds
     if args.queries:
-        s.queries = tuple(int(q) for q in args.queries.split(","))
+        s.queries = tuple(sorted(int(q) for q in args.queries.split(",")))
     if args.extra_queries is not None:
         s.extra_queries = tuple(int(q) for q in args.extra_queries.split(",") if q)
     if args.n_envs:
