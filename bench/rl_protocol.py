@@ -34,7 +34,7 @@ nothing here is a second training loop. Default step budgets per task (``--steps
 all): CartPole-v1 100k (rl-baselines3-zoo's PPO budget, solved well before), Pendulum-v1 200k
 (SB3's default PPO settings, which we keep, learn Pendulum slowly; the zoo's 100k relies on
 tuned settings), Reacher-v5 and HalfCheetah-v5 300k (the issue's minimum for MuJoCo). Plan: a
-full run is 4 tasks x 3 seeds x (1 + 2 x 3 + 2) PPO runs, hours on 2 cores. Run::
+full run is 4 tasks x 3 seeds x (2 + 2 x 3 + 2) PPO runs, hours on 2 cores. Run::
 
     python bench/rl_protocol.py --json bench/rl_protocol.json          # the protocol (hours)
     python bench/rl_protocol.py --envs Pendulum-v1 --seeds 1 --steps 50000 --queries 100
