@@ -63,6 +63,9 @@ LOOP = LearnSettings()
 
 TASKS = ("CartPole-v1", "Pendulum-v1", "Reacher-v5", "HalfCheetah-v5")
 DEFAULT_STEPS = {"CartPole-v1": 100_000, "Pendulum-v1": 200_000, "Reacher-v5": 300_000, "HalfCheetah-v5": 300_000}
+#: Fragment lengths where the loop's default (25 steps) is longer than the first roll-outs' episodes:
+#: a random CartPole policy drops the pole after about 20 steps.
+DEFAULT_SEGMENT = {"CartPole-v1": 10}
 TARGET_SCORE, TARGET_QUERIES, TARGET_TASKS = 0.9, 700, 3
 #: A control whose mean normalised score is further from 0 than this leaks the answer.
 NEAR_ZERO = 0.25
@@ -82,11 +85,17 @@ class Settings:
     eval_episodes: int = LOOP.eval_episodes
     iterations: int = LOOP.iterations
     reward_epochs: int = LOOP.reward_epochs
-    segment_length: int = LOOP.segment_length
+    segment_length: int | None = None  # None: DEFAULT_SEGMENT, else the loop's default
 
     def steps_for(self, env_id: str) -> int:
         """The PPO step budget of ``env_id``."""
         return self.steps if self.steps is not None else DEFAULT_STEPS.get(env_id, 300_000)
+
+    def segment_for(self, env_id: str) -> int:
+        """The preference fragments' length on ``env_id``."""
+        if self.segment_length is not None:
+            return self.segment_length
+        return DEFAULT_SEGMENT.get(env_id, LOOP.segment_length)
 
 
 SMOKE = Settings(envs=("CartPole-v1",), steps=1024, seeds=2, queries=(10, 20), extra_queries=(), n_steps=128,
@@ -197,7 +206,7 @@ def run_task(env_id: str, s: Settings, queries: tuple[int, ...], scratch: Path,
         pairs_file: list[Path] = []  # the pairs of the latest budget, for the shuffled control
 
         def prefs(q: int) -> float:
-            settings = LearnSettings(queries=q, steps=s.steps_for(env_id), segment_length=s.segment_length,
+            settings = LearnSettings(queries=q, steps=s.steps_for(env_id), segment_length=s.segment_for(env_id),
                                      iterations=s.iterations, n_envs=s.n_envs, n_steps=s.n_steps,
                                      reward_epochs=s.reward_epochs, eval_episodes=s.eval_episodes, seed=seed)
             run = learn(env_id, scratch / f"{env_id}-s{seed}-q{q}", settings)
@@ -314,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 "(default 1400; '' for none)")
     parser.add_argument("--n-envs", type=int, help=f"vectorised environments per PPO run (default {LOOP.n_envs}, "
                                                       "as `rl learn`)")
+    parser.add_argument("--segment-length", type=int, help=f"steps per preference fragment (default "
+                                                              f"{LOOP.segment_length}; CartPole-v1 10)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", type=Path, help="write the summary to this file")
     parser.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
@@ -331,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s.extra_queries = tuple(int(q) for q in args.extra_queries.split(",") if q)
     if args.n_envs:
         s.n_envs = args.n_envs
+    if args.segment_length:
+        s.segment_length = args.segment_length
     torch.set_num_threads(args.threads)
     from rewardkit.rl.envs import check_env_id
 
@@ -347,7 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cells.update(run_task(env_id, s, s.extra_queries, Path(scratch), log, baselines=False))
             results[env_id] = cells
     summary = summarise(results)
-    summary["settings"] = {**asdict(s), "steps": {e: s.steps_for(e) for e in s.envs}}
+    summary["settings"] = {**asdict(s), "steps": {e: s.steps_for(e) for e in s.envs},
+                           "segment_length": {e: s.segment_for(e) for e in s.envs}}
     summary["wall_seconds"] = time.perf_counter() - start
     print_tables(summary)
     print(f"wall time {summary['wall_seconds']:.0f} s, {s.seeds} seed(s), torch threads {args.threads}")
