@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: main test bench bench-score bench-store bench-remote lint
+.PHONY: main test bench bench-score bench-store bench-remote bench-rl lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-store: $(STAMP)  ## rewardkit's store against DVC, MLflow and cp: 10 versi
 
 bench-remote: $(STAMP)  ## push and clone to a directory and a moto S3 remote, rewardkit against DVC: 10 versions of a 1 GiB model (see bench/README.md)
 	nice $(BIN)/python bench/remote_vs_dvc.py --json bench/remote_vs_dvc.json
+
+bench-rl: $(STAMP)  ## the RL protocol: PPO on a reward learned from 100/300/700 preferences against PPO on the true reward, 4 tasks, 3 seeds; hours on 2 cores (see bench/README.md)
+	nice $(BIN)/python bench/rl_protocol.py --json bench/rl_protocol.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
