@@ -69,15 +69,15 @@ def test_sigterm_mid_commit_leaves_the_repository_as_it_was(
 # `Repository.init`, pausing before it writes config.json (its last step) so the test can kill it there.
 _SLOW_INIT = """
 import sys, time
-from rewardkit.store import repository
+from rewardkit.store import config, repository
 
-write = repository.write_atomically
+write = config.write_atomically
 def slow_write(path, data):
     if path.name == "config.json":
         print("about to write config.json", flush=True)
         time.sleep(60)
     write(path, data)
-repository.write_atomically = slow_write
+config.write_atomically = slow_write
 repository.Repository.init(sys.argv[1])
 """
 

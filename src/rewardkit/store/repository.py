@@ -15,7 +15,6 @@ transaction, then ``HEAD``, then ``config.json``, each step idempotent).
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -31,8 +30,9 @@ from sqlalchemy import or_, update
 from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store import db
 from rewardkit.store.adapters import is_adapter
-from rewardkit.store.atomic import TMP_PREFIX, write_atomically
+from rewardkit.store.atomic import TMP_PREFIX
 from rewardkit.store.commits import Commit, CommitStore
+from rewardkit.store.config import CONFIG_FILE, read_config, write_config
 from rewardkit.store.manifest import Manifest, TensorEntry, check_file_path
 from rewardkit.store.modeldir import MAX_SHARD_SIZE, read_model_dir, staged_folder, write_model_dir, write_weights
 from rewardkit.store.objects import ObjectStore
@@ -41,7 +41,6 @@ from rewardkit.store.refverbs import DEFAULT_BRANCH, HEAD_FILE, RefVerbs, write_
 
 FORMAT = "rewardkit"
 FORMAT_VERSION = 2
-CONFIG_FILE = "config.json"
 #: How many times ``retry=True`` re-parents a commit whose branch moved meanwhile.
 MAX_RETRIES = 20
 DB_FILE = "meta.db"
@@ -149,7 +148,7 @@ class Repository(RefVerbs):
             raise
         try:
             write_head(path, DEFAULT_BRANCH)
-            write_atomically(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+            write_config(path, config)
         except BaseException:
             repo.close()
             raise
@@ -170,7 +169,7 @@ class Repository(RefVerbs):
         """
         path = Path(path)
         try:
-            config = json.loads((path / CONFIG_FILE).read_text())
+            config = read_config(path)
         except FileNotFoundError:
             if path.is_dir() and _is_unfinished_init(path) and any(path.iterdir()):
                 raise StoreError(
@@ -178,10 +177,6 @@ class Repository(RefVerbs):
                     f"run `rewardkit init {path}` again to finish it"
                 ) from None
             raise StoreError(f"no rewardkit repository at {path}; run `rewardkit init`") from None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{path / CONFIG_FILE} is unreadable: {exc}") from exc
-        if not isinstance(config, dict):
-            raise StoreError(f"{path / CONFIG_FILE} is unreadable: not a JSON object")
         if config.get("format") != FORMAT or config.get("version", 0) > FORMAT_VERSION:
             raise StoreError(
                 f"{path} is a repository of format {config.get('format')!r} version "
@@ -216,7 +211,7 @@ class Repository(RefVerbs):
                              .values({column.name: HEADS + column}))
         if not (self.path / HEAD_FILE).is_file():
             write_head(self.path, DEFAULT_BRANCH)
-        write_atomically(self.path / CONFIG_FILE, json.dumps(config | {"version": FORMAT_VERSION}, indent=2) + "\n")
+        write_config(self.path, config | {"version": FORMAT_VERSION})
 
     @classmethod
     def discover(cls, path: str | Path | None = None) -> Repository:

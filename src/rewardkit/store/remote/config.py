@@ -13,7 +13,6 @@ so a reader sees the old file or the new one, never a mix.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 
 from rewardkit.errors import StoreError
-from rewardkit.store.atomic import write_atomically
+from rewardkit.store.config import CONFIG_FILE, read_config, write_config
 from rewardkit.store.refs import REMOTES, check_ref_name
 
 if TYPE_CHECKING:
     from rewardkit.store.remote import Remote
     from rewardkit.store.repository import Repository
 
-CONFIG_FILE = "config.json"  # as rewardkit.store.repository.CONFIG_FILE (not imported: that module imports torch)
 REMOTES_KEY = "remotes"
 #: Read by boto3 and s3fs alike; honoured here too so a stored remote without an endpoint follows it.
 ENV_ENDPOINT = "AWS_ENDPOINT_URL"
@@ -73,27 +71,6 @@ def storage_options(url: str, endpoint_url: str | None = None) -> dict[str, Any]
     protocol, _ = fsspec.core.split_protocol(url)
     endpoint = endpoint_url or os.environ.get(ENV_ENDPOINT)
     return {"endpoint_url": endpoint} if protocol in S3_PROTOCOLS and endpoint else {}
-
-
-def read_config(repo_path: str | Path) -> dict[str, Any]:
-    """Return the repository's ``config.json`` as a dict.
-
-    Raises:
-        StoreError: If it is missing or not a JSON object.
-    """
-    path = Path(repo_path) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(config, dict):
-        raise StoreError(f"{path} is unreadable: not a JSON object")
-    return config
-
-
-def write_config(repo_path: Path, config: dict[str, Any]) -> None:
-    """Replace the repository's ``config.json`` by ``config``, atomically."""
-    write_atomically(repo_path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def list_remotes(repo: Repository) -> dict[str, dict[str, Any]]:

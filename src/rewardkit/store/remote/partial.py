@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.errors import StoreError
+from rewardkit.store.config import read_config, write_config
 from rewardkit.store.manifest import Manifest
-from rewardkit.store.remote.config import read_config, write_config
 
 if TYPE_CHECKING:
     from rewardkit.store.commits import Commit
