@@ -46,3 +46,23 @@ def test_normalised_score_and_target_and_leak_checks() -> None:
             "shuffled": Cell([5.0])}
     assert all(math.isnan(v[0]) for v in normalised(flat).values())  # R_true == R_random: no scale
     assert np.isfinite(normalised(cells)["zero"][0])
+
+
+def test_records_of_parallel_runs_join_into_one_report(tmp_path, capsys) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    base = ["--smoke", "--quiet", "--seeds", "1", "--queries", "10", "--extra-queries", ""]
+    main([*base, "--records", str(first)])
+    main([*base, "--first-seed", "1", "--records", str(second)])
+    main([*base, "--first-seed", "1", "--queries", "20", "--no-baselines", "--records", str(second)])
+    rows = [json.loads(line) for line in second.read_text().splitlines()]
+    assert {r["seed"] for r in rows} == {1} and rows[-1]["cell"] == "prefs@20"
+    out = tmp_path / "joined.json"
+    summary = main(["--report", str(first), str(second), "--json", str(out)])
+    cells = summary["tasks"]["CartPole-v1"]
+    assert list(cells) == ["random", "true", "true+norm", "prefs@10", "prefs@20", "zero", "shuffled"]
+    assert len(cells["true"]["returns"]) == 2 and len(cells["prefs@20"]["returns"]) == 1  # seeds 0, 1 and 1
+    assert json.loads(out.read_text())["tasks"]["CartPole-v1"]["prefs@10"]["returns"] == cells["prefs@10"]["returns"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"env": "CartPole-v1"}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1: not a protocol record"):
+        main(["--report", str(bad)])
