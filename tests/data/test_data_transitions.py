@@ -340,3 +340,37 @@ def test_empty_record_with_integer_flags() -> None:
     empty = Transitions(**arrays)
     assert len(empty) == 0 and empty.terminated.dtype == bool
     assert segment_starts(empty, 2).size == 0 and len(segments_from_transitions(empty, 2)) == 0
+
+
+def test_absorbing_windows_run_past_terminations_only() -> None:
+    t = make_transitions(ends=(4, 11))  # episode 0..4 terminated, 5..11 terminated
+    np.testing.assert_array_equal(segment_starts(t, 3, absorbing=True), np.arange(12))  # every step may start one
+    truncated = Transitions(**{**arrays_of(t), "terminated": np.zeros(12, bool), "truncated": t.terminated})
+    np.testing.assert_array_equal(segment_starts(truncated, 3, absorbing=True), segment_starts(t, 3))  # cut: no
+    open_end = make_transitions(ends=(4,))  # the last episode has not ended: the data stops there
+    np.testing.assert_array_equal(segment_starts(open_end, 3, absorbing=True), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+
+
+def test_absorbing_padding_repeats_the_terminal_observation_with_zero_reward(tmp_path: Path) -> None:
+    t = make_transitions(ends=(4, 11))
+    segments = segments_from_transitions(t, 4, starts=np.array([3, 5]), absorbing=True)
+    np.testing.assert_array_equal(segments.absorbing, [[False, False, True, True], [False] * 4])
+    np.testing.assert_array_equal(segments.obs[0], np.stack([t.obs[3], t.obs[4], t.next_obs[4], t.next_obs[4]]))
+    np.testing.assert_array_equal(segments.next_obs[0], np.stack([t.next_obs[3], *[t.next_obs[4]] * 3]))
+    np.testing.assert_array_equal(segments.acts[0], [t.acts[3], t.acts[4], 0, 0])
+    np.testing.assert_array_equal(segments.rews[0], [t.rews[3], t.rews[4], 0, 0])
+    np.testing.assert_array_equal(segments.take(np.array([1, 0])).absorbing, segments.absorbing[::-1])
+    for suffix in (".npz", ".parquet"):
+        back = load_segments(save_segments(segments, tmp_path / f"s{suffix}"))
+        np.testing.assert_array_equal(back.absorbing, segments.absorbing)
+        assert fingerprint(back) == fingerprint(segments)
+
+
+def test_segments_without_padding_keep_their_files_and_fingerprints(tmp_path: Path) -> None:
+    segments = segments_from_transitions(make_transitions(), 2)
+    assert not segments.absorbing.any() and segments.absorbing.shape == segments.rews.shape
+    assert "absorbing" not in np.load(save_segments(segments, tmp_path / "s.npz")).files  # as before the flag
+    plain = Segments(segments.obs, segments.acts, segments.next_obs, segments.rews, segments.env_id)
+    assert fingerprint(plain) == fingerprint(segments)
+    padded = segments_from_transitions(make_transitions(), 2, starts=np.array([4]), absorbing=True)
+    assert fingerprint(padded) != fingerprint(segments_from_transitions(make_transitions(), 2, starts=np.array([3])))

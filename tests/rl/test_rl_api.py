@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -42,6 +43,13 @@ def test_fit_on_5k_random_pendulum_transitions_correlates_with_true_reward(pendu
     assert result.metrics["validation/mse"] < 0.2 * held_rews.var()  # explains > 80% of the variance
     assert result.losses[-1] < result.losses[0]
     assert result.params["data_fingerprint"] == fingerprint(load_transitions(pendulum_file))
+    assert not json.loads((result.model_dir / "config.json").read_text())["zero_after_termination"]  # never ends
+
+
+def test_fit_on_terminating_roll_outs_keeps_the_reward_level(tmp_path) -> None:
+    data = rl.collect("CartPole-v1", 600, tmp_path / "cartpole.npz", seed=0).path
+    result = rl.fit(data, tmp_path / "model", epochs=3, hidden_sizes=(16,), seed=0)
+    assert json.loads((result.model_dir / "config.json").read_text())["zero_after_termination"] is True
 
 
 def test_fit_takes_env_from_flag_when_file_lacks_it_and_refuses_mismatches(pendulum_file, tmp_path) -> None:
@@ -94,3 +102,18 @@ def test_disagreement_selection_needs_an_ensemble(tmp_path) -> None:
     with pytest.raises(ConfigError, match="ensemble of at least 2"):
         rl.learn("Pendulum-v1", tmp_path / "run", rl.LearnSettings(query_selection="disagreement", ensemble=1))
     assert not (tmp_path / "run").exists()
+
+
+def test_preference_loop_on_cartpole_learns_a_survival_reward(tmp_path) -> None:
+    # CartPole pays +1 per step until the pole falls: only fragments that reach the fall differ, padded
+    # with zero-reward absorbing steps; the stored model says so, and PPO then scales it without centring
+    settings = rl.LearnSettings(queries=40, steps=1024, segment_length=10, iterations=2, eval_episodes=1,
+                                reward_epochs=20)
+    run = rl.learn("CartPole-v1", tmp_path / "run", settings)
+    dataset = PreferenceDataset.load(tmp_path / "run" / "preferences.npz")
+    assert dataset.fragments1.absorbing.any() and (dataset.preferences != 0.5).sum() >= 10
+    assert json.loads((run.model_dir / "config.json").read_text())["zero_after_termination"] is True
+    with rl.open_reward_model(run.model_dir) as (model, _, _):
+        live = dataset.fragments1.obs[~dataset.fragments1.absorbing]
+        acts = dataset.fragments1.acts[~dataset.fragments1.absorbing]
+        assert (model.score(live, acts, live) > 0).mean() > 0.8  # going on is worth more than the end (0)

@@ -14,6 +14,7 @@ from rewardkit.rl.preferences import (
     Fragmenter,
     PreferenceDataset,
     SyntheticGatherer,
+    fragment_returns,
     preference_accuracy,
     query_schedule,
     select_queries,
@@ -281,3 +282,34 @@ def test_select_queries_random_and_by_disagreement() -> None:
         select_queries(f1, f2, 51)
     with pytest.raises(ConfigError, match=r"disagreement returned shape \(3,\)"):
         select_queries(f1, f2, 5, disagreement=lambda a, b: np.ones(3))
+
+
+def test_absorbing_fragments_make_survival_tasks_comparable() -> None:
+    # CartPole-like: +1 per step until a termination; fragments inside episodes always tie
+    t = chain(60, ends=[9, 14, 44, 59])
+    t = Transitions(t.obs, t.acts, np.ones(60), t.next_obs, t.terminated, t.truncated)
+    inside = SyntheticGatherer(seed=0)(*Fragmenter(seed=0)(t, fragment_length=8, num_pairs=100))
+    assert (inside.preferences == 0.5).all()
+    padded = SyntheticGatherer(seed=0)(*Fragmenter(seed=0, absorbing=True)(t, fragment_length=8, num_pairs=100))
+    decided = padded.preferences != 0.5
+    assert decided.sum() > 20
+    live = [(~f.absorbing).sum(axis=1) for f in (padded.fragments1, padded.fragments2)]
+    np.testing.assert_array_equal(padded.preferences[decided], (live[0] > live[1])[decided])  # longer life wins
+
+    class StepCount:  # a learned reward of 2 per step, absorbing or not: absorbing steps must count 0
+        @staticmethod
+        def score(obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+            return np.full(len(obs), 2.0)
+
+    np.testing.assert_array_equal(fragment_returns(StepCount.score, padded.fragments1), 2 * live[0])
+    assert preference_accuracy(StepCount, padded) == 1.0
+
+
+def test_dataset_with_absorbing_steps_round_trips(tmp_path: Path) -> None:
+    t = chain(30, ends=[9, 29])
+    pairs = SyntheticGatherer(seed=0)(*Fragmenter(seed=1, absorbing=True)(t, fragment_length=6, num_pairs=40))
+    both = pairs + pairs
+    back = PreferenceDataset.load(both.save(tmp_path / "p.npz"))
+    for name in ("fragments1", "fragments2"):
+        np.testing.assert_array_equal(getattr(back, name).absorbing, getattr(both, name).absorbing)
+    assert back.fragments1.absorbing.any()

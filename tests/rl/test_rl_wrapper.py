@@ -154,3 +154,22 @@ def test_bad_reward_fn_output() -> None:
 def test_unknown_env_id() -> None:
     with pytest.raises(ConfigError, match="unknown environment 'NoSuchEnv-v0'"):
         make_learned_reward_env("NoSuchEnv-v0", lambda o, a, n: np.zeros(len(o)))
+
+
+class Constant(FakeModel):
+    def score(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
+        return np.full(len(obs), 5.0)
+
+
+def test_a_reward_learned_against_absorbing_steps_is_scaled_not_centred() -> None:
+    model = Constant(4, "discrete", 2)
+    model.config.zero_after_termination = True  # a survival bonus: centring it would reward falling
+    venv = make_learned_reward_env("CartPole-v1", model.score, n_envs=2, seed=0, normalize_reward=True)
+    venv.reset()
+    rews = [venv.step(np.zeros(2, dtype=np.int64))[1] for _ in range(20)]
+    np.testing.assert_allclose(rews[-1], 1.0, rtol=1e-5)  # 5 / root mean square 5
+    model.config.zero_after_termination = False
+    centred = make_learned_reward_env("CartPole-v1", model.score, n_envs=2, seed=0, normalize_reward=True)
+    centred.reset()
+    rews = [centred.step(np.zeros(2, dtype=np.int64))[1] for _ in range(20)]
+    assert abs(rews[-1]).max() < 0.01  # the constant is gone (up to the running statistics' start)

@@ -167,3 +167,28 @@ def test_preferences_refuse_bad_labels():
     seg_a.obs[1, 3, 0] = np.inf
     with pytest.raises(DataError, match="a.obs: row 1 holds an infinite value"):
         fit_preferences(model(), seg_a, seg_b, prefs, epochs=1, batch_size=2, lr=1e-3, seed=0)
+
+
+def test_absorbing_steps_count_zero_and_fix_the_level_of_a_survival_reward():
+    # every live step earns 1, padding after a termination 0: longer-lived segments are preferred
+    rng = np.random.default_rng(0)
+    m, length = 200, 6
+    live = rng.integers(1, length + 1, size=(2, m))
+    absorbing = np.arange(length)[None, None, :] >= live[..., None]  # (2, M, L)
+    obs = rng.normal(size=(2, m, length, 4)).astype(np.float32)
+    acts = rng.uniform(-1, 1, size=(2, m, length, 2)).astype(np.float32)
+    sides = [SimpleNamespace(obs=obs[k], acts=acts[k], next_obs=None, absorbing=absorbing[k]) for k in (0, 1)]
+    prefs = np.where(live[0] > live[1], 1.0, np.where(live[0] < live[1], 0.0, 0.5))
+    reward = model()
+    with torch.no_grad():  # absorbing steps are left out of the learned return, whatever the model gives them
+        full = segment_returns(reward, torch.tensor(obs[0]), torch.tensor(acts[0]))
+        masked = segment_returns(reward, torch.tensor(obs[0]), torch.tensor(acts[0]),
+                                 absorbing=torch.tensor(absorbing[0]))
+        per_step = reward(torch.tensor(obs[0]).flatten(0, 1), torch.tensor(acts[0]).flatten(0, 1)).reshape(m, length)
+    torch.testing.assert_close(masked[0], (per_step * torch.tensor(~absorbing[0])).sum(1))
+    assert not torch.allclose(full, masked)
+    assert not reward.config.zero_after_termination
+    fit_preferences(reward, *sides, prefs, epochs=30, batch_size=32, lr=3e-3, seed=0)
+    assert reward.config.zero_after_termination  # saved with the model: PPO must not centre this reward
+    test_obs, test_acts = transitions(500, seed=1)
+    assert (reward.score(test_obs, test_acts) > 0).mean() > 0.95  # going on beats ending: R > 0 = absorbing's

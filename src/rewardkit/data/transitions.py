@@ -6,7 +6,11 @@ ends at a step whose ``terminated`` or ``truncated`` is set (Gymnasium's two way
 the task ended, or it was cut, e.g. by a time limit). ``next_obs`` of an episode's last step
 is the observation the episode really ended in, never the reset observation of the next one.
 A :class:`Segments` record holds M windows of L consecutive steps that stay inside one episode
-(imitation's "fragments"); :func:`segments_from_transitions` cuts them.
+(imitation's "fragments"); :func:`segments_from_transitions` cuts them. With ``absorbing=True``
+a window may also run past the end of an episode that *terminated*: the steps after it are
+padding in an absorbing state (the terminal observation, action 0, true reward 0, flagged in
+``Segments.absorbing``), so a fragment in which the task failed (CartPole's pole fell) has a lower
+true return than one in which it went on, instead of being impossible to draw.
 
 Files (by suffix, written atomically through :func:`rewardkit.store.atomic.write_atomically`):
 
@@ -53,7 +57,8 @@ SUFFIXES = (".npz", ".parquet")
 """File types :func:`save_transitions` and :func:`load_transitions` understand."""
 
 _FLOAT_FIELDS = ("obs", "next_obs", "rews")
-_FLAG_FIELDS = ("terminated", "truncated")
+_FLAG_FIELDS = ("terminated", "truncated", "absorbing")
+_OPTIONAL_FIELDS = ("absorbing",)  # all False when missing
 _PARQUET_KEY = b"rewardkit"
 
 
@@ -119,6 +124,10 @@ class Segments(_ArrayRecord):
         next_obs: ``(M, L, *obs_shape)`` float32.
         rews: ``(M, L)`` float32, the true reward of each step.
         env_id: The Gymnasium id of the environment, if known.
+        absorbing: ``(M, L)`` bool, the step is padding after its episode terminated (its
+            reward is 0 by definition, for the teacher and for the learned return); all
+            False when not given (and then not written to files, so older files and
+            fingerprints are unchanged).
 
     Raises:
         DataError: On construction, if a field is missing, the segment counts or lengths
@@ -130,6 +139,7 @@ class Segments(_ArrayRecord):
     next_obs: np.ndarray
     rews: np.ndarray
     env_id: str | None = None
+    absorbing: np.ndarray | None = None
     _KIND = "segments"
 
     @property
@@ -148,7 +158,8 @@ class Segments(_ArrayRecord):
 
     def take(self, indices: np.ndarray) -> Segments:
         """The segments at ``indices`` (``(K,)`` int or ``(M,)`` bool), as a new record."""
-        return Segments(self.obs[indices], self.acts[indices], self.next_obs[indices], self.rews[indices], self.env_id)
+        return Segments(self.obs[indices], self.acts[indices], self.next_obs[indices], self.rews[indices], self.env_id,
+                        self.absorbing[indices])
 
 
 Record = Transitions | Segments
@@ -192,9 +203,14 @@ def check_arrays(arrays: Mapping[str, Any], *, kind: str, where: str, prefix: st
     lead = 1 if kind == "transitions" else 2
     out: dict[str, np.ndarray] = {}
     for name in names:
+        if name in _OPTIONAL_FIELDS and arrays.get(name) is None:
+            continue
         if name not in arrays or arrays[name] is None:
             raise DataError(f"{where}: field '{prefix}{name}' is missing; {kind} need the fields {', '.join(names)}")
         out[name] = _normalise_dtype(np.asarray(arrays[name]), name, where, prefix)
+    for name in names:
+        if name not in out:  # an optional flag not given: False everywhere
+            out[name] = np.zeros(out["rews"].shape, dtype=bool)
     for name, array in out.items():
         exact = name == "rews" or name in _FLAG_FIELDS
         if array.ndim < lead or (exact and array.ndim != lead):
@@ -265,38 +281,56 @@ def _check_finite(array: np.ndarray, name: str, where: str, lead: int) -> None:
 # Segments from transitions
 
 
-def segment_starts(transitions: Transitions, length: int) -> np.ndarray:
+def segment_starts(transitions: Transitions, length: int, *, absorbing: bool = False) -> np.ndarray:
     """Every index i such that steps ``i .. i + length - 1`` lie in one episode.
 
     Args:
         transitions: The steps, episodes consecutive.
         length: L, the number of steps per segment (at least 1).
+        absorbing: Also every i whose window runs past the end of an episode that
+            terminated (the rest of the window is absorbing padding); never past a
+            truncation (the task went on there, unseen) or the last step.
 
     Returns:
-        ``(K,)`` int64, ascending. A window may end at an episode's last step, never run past it.
+        ``(K,)`` int64, ascending. A window may end at an episode's last step, and runs past
+        it only with ``absorbing`` after a termination.
 
     Raises:
         ConfigError: If ``length`` is below 1.
     """
     if length < 1:
         raise ConfigError(f"segment length {length}: must be at least 1")
+    starts = np.arange(len(transitions), dtype=np.int64)
+    last = _episode_last_step(transitions)
+    fits = starts + length - 1 <= last
+    if absorbing:
+        fits |= transitions.terminated[last]
+    return starts[fits]
+
+
+def _episode_last_step(transitions: Transitions) -> np.ndarray:
+    """``(N,)`` int64: for each step, the index of its episode's last step (the last step of all if none ends)."""
     n = len(transitions)
-    if n < length:
-        return np.zeros(0, dtype=np.int64)
-    ends_before = np.concatenate([[0], np.cumsum(transitions.dones)])  # ends among steps < k
-    starts = np.arange(n - length + 1)
-    return starts[ends_before[starts + length - 1] == ends_before[starts]].astype(np.int64)
+    ends = np.flatnonzero(transitions.dones)
+    if not ends.size or ends[-1] != n - 1:
+        ends = np.append(ends, n - 1)
+    return ends[np.searchsorted(ends, np.arange(n))].astype(np.int64)
 
 
-def segments_from_transitions(transitions: Transitions, length: int, starts: np.ndarray | None = None) -> Segments:
+def segments_from_transitions(transitions: Transitions, length: int, starts: np.ndarray | None = None, *,
+                              absorbing: bool = False) -> Segments:
     """Cut windows of ``length`` consecutive steps that do not cross an episode end.
 
     Args:
         transitions: The steps, episodes consecutive.
         length: L, the steps per segment.
         starts: ``(M,)`` first step of each segment; each must be in
-            :func:`segment_starts`. Default: every episode tiled from its first step by
-            non-overlapping windows (a last partial window is dropped).
+            :func:`segment_starts` (with the same ``absorbing``). Default: every episode tiled
+            from its first step by non-overlapping windows (a last partial window is dropped,
+            unless ``absorbing`` pads it after a termination).
+        absorbing: Let windows run past a terminated episode's end, padded with absorbing
+            steps: observation and next observation the terminal observation, action 0 (all
+            zeros for Box actions), true reward 0, ``Segments.absorbing`` True.
 
     Returns:
         The M segments, ``env_id`` copied.
@@ -305,7 +339,7 @@ def segments_from_transitions(transitions: Transitions, length: int, starts: np.
         ConfigError: If ``length`` is below 1, or a start's window would cross an episode end
             or run past the last step (the message names the first such start).
     """
-    valid = segment_starts(transitions, length)
+    valid = segment_starts(transitions, length, absorbing=absorbing)
     if starts is None:
         dones = transitions.dones
         episode = np.concatenate([[0], np.cumsum(dones)[:-1]]).astype(np.int64)  # episode of each step
@@ -321,13 +355,16 @@ def segments_from_transitions(transitions: Transitions, length: int, starts: np.
             f"the last step ({len(transitions)} steps); pick starts from segment_starts()"
         )
     index = starts[:, None] + np.arange(length)
-    return Segments(
-        obs=transitions.obs[index],
-        acts=transitions.acts[index],
-        next_obs=transitions.next_obs[index],
-        rews=transitions.rews[index],
-        env_id=transitions.env_id,
-    )
+    last = _episode_last_step(transitions)[starts][:, None]
+    padding = index > last
+    index = np.minimum(index, last)
+    obs, acts, rews = transitions.obs[index], transitions.acts[index], transitions.rews[index]
+    next_obs = transitions.next_obs[index]
+    if padding.any():
+        obs[padding] = next_obs[padding]  # the terminal observation, from then on
+        acts[padding] = 0
+        rews[padding] = 0
+    return Segments(obs=obs, acts=acts, next_obs=next_obs, rews=rews, env_id=transitions.env_id, absorbing=padding)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +382,7 @@ def fingerprint(record: Record) -> str:
     _, tag = _kind_of(record)
     digest = hashlib.sha256()
     digest.update(f"{tag}\n{record.env_id or ''}\n".encode())
-    for name in _array_fields(type(record)):
-        array = getattr(record, name)
+    for name, array in record_arrays(record).items():
         little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         digest.update(f"{name} {little.dtype.str} {list(array.shape)}\n".encode())
         digest.update(little.tobytes())
@@ -398,8 +434,13 @@ def load_segments(path: str | Path) -> Segments:
 
 
 def record_arrays(record: Record, prefix: str = "") -> dict[str, np.ndarray]:
-    """A record's arrays by field name (each prefixed), for writing it inside a larger ``.npz``."""
-    return {prefix + name: getattr(record, name) for name in _array_fields(type(record))}
+    """A record's arrays by field name (each prefixed), for writing it inside a larger ``.npz``.
+
+    An optional flag that is False everywhere (``Segments.absorbing`` without padding) is
+    left out, so files and fingerprints of records without it are what they were before it existed.
+    """
+    return {prefix + name: getattr(record, name) for name in _array_fields(type(record))
+            if name not in _OPTIONAL_FIELDS or getattr(record, name).any()}
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> Path:

@@ -55,6 +55,11 @@ class StateActionConfig:
         use_next_obs: Also take the next observation: R(s, a, s').
         hidden_sizes: Widths of the hidden layers.
         activation: One of :data:`ACTIVATIONS`.
+        zero_after_termination: The model was fitted to fragments padded with zero-reward
+            absorbing steps after a termination (:class:`~rewardkit.rl.preferences.Fragmenter`
+            with ``absorbing=True``), so R = 0 is what ending an episode is worth and the
+            reward's level carries meaning: PPO's reward normalisation then only scales it
+            (:class:`~rewardkit.rl.wrapper.LearnedRewardVecEnvWrapper`), never shifts it.
     """
 
     obs_dim: int
@@ -63,6 +68,7 @@ class StateActionConfig:
     use_next_obs: bool = False
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    zero_after_termination: bool = False
 
     def __post_init__(self) -> None:
         """Check the values (a config read from a file passes through here too).
@@ -83,8 +89,9 @@ class StateActionConfig:
         if self.activation not in ACTIVATIONS:
             raise ModelError(f"config field activation is {self.activation!r}; expected one of "
                              f"{', '.join(ACTIVATIONS)}")
-        if not isinstance(self.use_next_obs, bool):
-            raise ModelError(f"config field use_next_obs is {self.use_next_obs!r}; expected true or false")
+        for name in ("use_next_obs", "zero_after_termination"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelError(f"config field {name} is {getattr(self, name)!r}; expected true or false")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (``hidden_sizes`` as a list)."""
@@ -109,6 +116,16 @@ class StateActionConfig:
             return cls(**{k: v for k, v in values.items() if k in names})
         except ModelError as exc:
             raise ModelError(f"{source}: {exc}") from None
+
+
+def mark_zero_after_termination(model: nn.Module) -> None:
+    """Set ``config.zero_after_termination`` on ``model`` (on every member of an ensemble).
+
+    For a model fitted where ending an episode is worth 0: MSE on the true rewards of
+    roll-outs that terminate, or preferences between fragments with absorbing padding.
+    """
+    for member in getattr(model, "members", [model]):
+        member.config.zero_after_termination = True
 
 
 def build_mlp(in_dim: int, hidden_sizes: tuple[int, ...], activation: str) -> nn.Sequential:

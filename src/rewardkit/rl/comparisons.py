@@ -60,6 +60,11 @@ class PreferenceComparisons:
         reward_epochs: Passes over all labels at each reward-model update.
         reward_lr: Adam learning rate of the reward model.
         reward_batch_size: Pairs per reward-model step.
+        absorbing: Let fragments run past terminated episode ends, padded with zero-reward
+            absorbing steps (:class:`~rewardkit.rl.preferences.Fragmenter`); once a labelled
+            pair has such padding, the model's config gets ``zero_after_termination``
+            (:func:`~rewardkit.training.segments.fit_preferences`; PPO then scales its reward
+            without centring it). Tasks that never terminate are unaffected.
         seed: Seed of the agent, the environments, the fragmenter and the selection.
     """
 
@@ -75,6 +80,7 @@ class PreferenceComparisons:
     reward_epochs: int = 10
     reward_lr: float = 1e-3
     reward_batch_size: int = 32
+    absorbing: bool = True
     seed: int = 0
     dataset: PreferenceDataset | None = field(default=None, init=False)
     curves: list[dict[str, float]] = field(default_factory=list, init=False)
@@ -89,7 +95,7 @@ class PreferenceComparisons:
             raise ConfigError(f"fragment length {self.fragment_length}: must be at least 1")
         self.reward = RecordingReward(self.reward_model)
         self.agent: Any = None
-        self.fragmenter = Fragmenter(seed=self.seed)
+        self.fragmenter = Fragmenter(seed=self.seed, absorbing=self.absorbing)
 
     @property
     def n_queries(self) -> int:

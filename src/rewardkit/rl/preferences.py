@@ -61,12 +61,23 @@ class Fragmenter:
     end is equally likely (so steps near episode ends are drawn less often, and episodes
     shorter than L never). A fragment is never paired with itself when another one exists.
 
+    With ``absorbing=True`` a window may also run past the end of an episode that terminated,
+    padded with zero-reward absorbing steps (:func:`~rewardkit.data.transitions.segments_from_transitions`).
+    Where the task pays a constant reward until it fails (CartPole: +1 per step until the pole
+    falls), fragments inside episodes all tie, and only those that reach a termination say
+    anything: with the padding, failing inside the fragment costs the remaining steps'
+    reward. Absorbing states are Kostrikov et al.'s (2019, "Discriminator-Actor-Critic"); like
+    Christiano et al.'s (2017) fixed-length episodes, they keep an episode's end from carrying
+    the answer unseen. Without termination in the roll-outs nothing changes.
+
     Args:
         seed: Seed of the generator; the same seed and transitions give the same pairs.
+        absorbing: Pad fragments past terminated episode ends (default False: imitation's behaviour).
     """
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, *, absorbing: bool = False) -> None:
         self.rng = np.random.default_rng(seed)
+        self.absorbing = absorbing
 
     def __call__(self, transitions: Transitions, fragment_length: int, num_pairs: int) -> tuple[Segments, Segments]:
         """Draw ``num_pairs`` pairs of fragments of ``fragment_length`` steps.
@@ -79,7 +90,7 @@ class Fragmenter:
         """
         if num_pairs < 1:
             raise ConfigError(f"num_pairs {num_pairs}: must be at least 1")
-        starts = segment_starts(transitions, fragment_length)
+        starts = segment_starts(transitions, fragment_length, absorbing=self.absorbing)
         if starts.size == 0:
             raise ConfigError(
                 f"fragment_length {fragment_length}: no episode in the {len(transitions)} transitions is that long; "
@@ -90,8 +101,8 @@ class Fragmenter:
         while starts.size > 1 and (same := first == second).any():
             second[same] = self.rng.choice(starts, size=int(same.sum()))
         return (
-            segments_from_transitions(transitions, fragment_length, starts=first),
-            segments_from_transitions(transitions, fragment_length, starts=second),
+            segments_from_transitions(transitions, fragment_length, starts=first, absorbing=self.absorbing),
+            segments_from_transitions(transitions, fragment_length, starts=second, absorbing=self.absorbing),
         )
 
 
@@ -321,10 +332,9 @@ def _check_preferences(preferences: np.ndarray, fragments1: Segments, where: str
 
 
 def _concat(a: Segments, b: Segments) -> Segments:
-    return Segments(
-        *(np.concatenate([x, y]) for x, y in zip(record_arrays(a).values(), record_arrays(b).values(), strict=True)),
-        env_id=a.env_id or b.env_id,
-    )
+    arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)])
+              for name in ("obs", "acts", "next_obs", "rews", "absorbing")}
+    return Segments(**arrays, env_id=a.env_id or b.env_id)
 
 
 QUERY_SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -427,6 +437,8 @@ def select_queries(
 def fragment_returns(score: Callable[..., np.ndarray], fragments: Segments, **score_kw: Any) -> np.ndarray:
     """Learned returns of fragments: ``(M,)`` for a ``score``, ``(K, M)`` for an ensemble's ``score_members``.
 
+    Absorbing steps (``fragments.absorbing``) count 0, as in training.
+
     Args:
         score: Numpy scorer taking ``(obs, acts, next_obs)`` of ``M * L`` steps.
         fragments: ``M`` fragments of ``L`` steps.
@@ -435,7 +447,8 @@ def fragment_returns(score: Callable[..., np.ndarray], fragments: Segments, **sc
     m, length = fragments.rews.shape
     flat = [x.reshape(m * length, *x.shape[2:]) for x in (fragments.obs, fragments.acts, fragments.next_obs)]
     rewards = np.asarray(score(*flat, **score_kw), dtype=np.float64)
-    return rewards.reshape(*rewards.shape[:-1], m, length).sum(axis=-1)
+    rewards = rewards.reshape(*rewards.shape[:-1], m, length)
+    return np.where(fragments.absorbing, 0.0, rewards).sum(axis=-1)
 
 
 def preference_accuracy(model: nn.Module, dataset: PreferenceDataset, task: Any = None) -> float:

@@ -16,7 +16,10 @@ habit: override the step, keep the original reward retrievable) replaces each st
 With ``normalize_reward=True`` the learned reward is standardised by running statistics
 (SB3's ``RunningMeanStd`` over every step's learned reward, updated while :attr:`training`),
 as imitation's ``NormalizedRewardNet`` does; :attr:`reward_rms` holds them so a trainer can
-store them with the reward model.
+store them with the reward model. A model whose config says ``zero_after_termination`` (learned
+against zero-reward absorbing steps: R = 0 is what ending the episode is worth) is only scaled,
+by the running root mean square, never centred: centring would turn a survival bonus into a
+reward for ending the episode early.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class LearnedRewardVecEnvWrapper(VecEnvWrapper):
         check_reward_spaces(reward_fn, venv.observation_space, venv.action_space)
         self.reward_fn = reward_fn
         self.normalize_reward = normalize_reward
+        self.center_reward = not getattr(reward_config(reward_fn), "zero_after_termination", False)
         self.epsilon = epsilon
         self.training = True
         self.reward_rms = RunningMeanStd(shape=())
@@ -111,7 +115,10 @@ class LearnedRewardVecEnvWrapper(VecEnvWrapper):
         if self.normalize_reward:
             if self.training:
                 self.reward_rms.update(rews)
-            rews = (rews - self.reward_rms.mean) / np.sqrt(self.reward_rms.var + self.epsilon)
+            if self.center_reward:
+                rews = (rews - self.reward_rms.mean) / np.sqrt(self.reward_rms.var + self.epsilon)
+            else:  # scale only: the level (0 = the episode ended) must stay where it is
+                rews = rews / np.sqrt(self.reward_rms.var + self.reward_rms.mean**2 + self.epsilon)
         self._obs = obs
         return obs, rews.astype(np.float32), dones, infos
 
@@ -137,6 +144,11 @@ def check_monitor_inside(venv: VecEnv) -> None:
     )
 
 
+def reward_config(reward_fn: Any) -> Any:
+    """The ``config`` of ``reward_fn`` or of the object it is a bound method of; None if neither has one."""
+    return getattr(getattr(reward_fn, "__self__", reward_fn), "config", None)
+
+
 def check_reward_spaces(reward_fn: Any, observation_space: Any, action_space: Any) -> None:
     """Refuse a reward model whose stored input sizes do not fit the environment's spaces.
 
@@ -151,8 +163,7 @@ def check_reward_spaces(reward_fn: Any, observation_space: Any, action_space: An
     """
     from gymnasium import spaces
 
-    owner = getattr(reward_fn, "__self__", reward_fn)
-    config = getattr(owner, "config", None)
+    config = reward_config(reward_fn)
     if config is None:
         return
     obs_dim = getattr(config, "obs_dim", None)

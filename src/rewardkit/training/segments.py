@@ -9,7 +9,9 @@ with the label ``μ ∈ [0, 1]`` (1: σ¹ preferred, 0: σ² preferred, 0.5: equ
 
 which for hard labels is :func:`rewardkit.training.objectives.bradley_terry_loss` on the
 two returns. Segments follow imitation's "fragments": arrays ``(M, L, ...)`` with fields
-``obs``, ``acts``, ``next_obs``.
+``obs``, ``acts``, ``next_obs``, and optionally ``absorbing`` ``(M, L)`` bool: padding after
+a termination, whose reward is 0 by definition (not the model's output), so the learned
+reward's level is fixed against it (R̂ > 0 where going on beats ending the episode).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from rewardkit.errors import DataError
 from rewardkit.models.ensemble import member_rewards
+from rewardkit.models.state_action import mark_zero_after_termination
 from rewardkit.training.minibatch import check_schedule, row_tensors, train_epochs
 
 
@@ -33,6 +36,7 @@ class SegmentLike(Protocol):
         obs: ``(M, L, *obs_shape)`` observations.
         acts: ``(M, L)`` integer or ``(M, L, *act_shape)`` float actions.
         next_obs: ``(M, L, *obs_shape)`` next observations (may be None for models that ignore them).
+        absorbing: ``(M, L)`` bool padding steps, counted 0 (optional; read with ``getattr``).
     """
 
     obs: Any
@@ -42,7 +46,7 @@ class SegmentLike(Protocol):
 
 def segment_returns(
     model: nn.Module, obs: torch.Tensor, acts: torch.Tensor, next_obs: torch.Tensor | None = None,
-    task: torch.Tensor | None = None,
+    task: torch.Tensor | None = None, absorbing: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Learned returns of segments, per ensemble member: ``(K, M)`` (K = 1 for a single model).
 
@@ -52,6 +56,7 @@ def segment_returns(
         acts: ``(M, L)`` integer or ``(M, L, *act_shape)`` float.
         next_obs: ``(M, L, *obs_shape) float`` or None.
         task: ``(M,)`` task ids or ``(M, task_param_dim)`` parameters, one per segment, or None.
+        absorbing: ``(M, L) bool`` steps that count 0 (padding after a termination), or None.
 
     Raises:
         DataError: ``obs`` is not ``(M, L, ...)`` or the inputs disagree on M or L.
@@ -67,7 +72,10 @@ def segment_returns(
         flat["next_obs"] = next_obs.flatten(0, 1)
     if task is not None:
         flat["task"] = task.repeat_interleave(length, dim=0)
-    return member_rewards(model, **flat).reshape(-1, m, length).sum(dim=-1)
+    rewards = member_rewards(model, **flat).reshape(-1, m, length)
+    if absorbing is not None:
+        rewards = rewards.masked_fill(absorbing.bool(), 0.0)
+    return rewards.sum(dim=-1)
 
 
 def segment_bradley_terry_loss(
@@ -87,8 +95,8 @@ def segment_bradley_terry_loss(
     Returns:
         Scalar loss.
     """
-    returns_a = segment_returns(model, seg_a.obs, seg_a.acts, seg_a.next_obs, task)
-    returns_b = segment_returns(model, seg_b.obs, seg_b.acts, seg_b.next_obs, task)
+    returns_a = segment_returns(model, seg_a.obs, seg_a.acts, seg_a.next_obs, task, getattr(seg_a, "absorbing", None))
+    returns_b = segment_returns(model, seg_b.obs, seg_b.acts, seg_b.next_obs, task, getattr(seg_b, "absorbing", None))
     diff = returns_a - returns_b
     return F.binary_cross_entropy_with_logits(diff, prefs.to(diff.dtype).expand_as(diff))
 
@@ -99,6 +107,7 @@ class _Pairs:
     def __init__(self, batch: dict[str, torch.Tensor], side: str) -> None:
         self.obs, self.acts = batch[f"{side}.obs"], batch[f"{side}.acts"]
         self.next_obs = batch.get(f"{side}.next_obs")
+        self.absorbing = batch.get(f"{side}.absorbing")
 
 
 def fit_preferences(
@@ -135,6 +144,10 @@ def fit_preferences(
     Returns:
         Mean training loss of each epoch.
 
+    When a segment has absorbing steps, the model's config (every ensemble member's) gets
+    ``zero_after_termination = True``: its reward's level is then fixed against them, and
+    saved with it.
+
     Raises:
         ConfigError: Schedule out of range.
         DataError: NaN or inf in an input, labels outside ``[0, 1]``, or inputs that disagree in size.
@@ -144,7 +157,8 @@ def fit_preferences(
     device = next(model.parameters()).device
     data: dict[str, Any] = {"prefs": prefs, "task": tasks}
     for side, seg in (("a", seg_a), ("b", seg_b)):
-        data.update({f"{side}.obs": seg.obs, f"{side}.acts": seg.acts, f"{side}.next_obs": seg.next_obs})
+        data.update({f"{side}.obs": seg.obs, f"{side}.acts": seg.acts, f"{side}.next_obs": seg.next_obs,
+                     f"{side}.absorbing": getattr(seg, "absorbing", None)})
     tensors = row_tensors(data, device)
     labels = tensors["prefs"].float()
     if labels.dim() != 1 or bool(((labels < 0) | (labels > 1)).any()):
@@ -158,5 +172,8 @@ def fit_preferences(
         return segment_bradley_terry_loss(model, _Pairs(batch, "a"), _Pairs(batch, "b"), batch["prefs"],
                                           batch.get("task"))
 
-    return train_epochs(model, tensors, loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        weight_decay=weight_decay)
+    losses = train_epochs(model, tensors, loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          weight_decay=weight_decay)
+    if any(bool(tensors[f"{side}.absorbing"].any()) for side in "ab" if f"{side}.absorbing" in tensors):
+        mark_zero_after_termination(model)
+    return losses

@@ -215,6 +215,10 @@ def fit(
 
         losses = fit_regression(model, train_part.obs, train_part.acts, train_part.rews, train_part.next_obs,
                                 **schedule, **keep)
+        if record.terminated.any():  # the true rewards' level is meaningful: ending the episode is worth 0
+            from rewardkit.models.state_action import mark_zero_after_termination
+
+            mark_zero_after_termination(model)
         metrics = regression_metrics(model, held)
         n_train, n_held, objective, queries = len(train_part), len(held), "mse", 0
         data_print = fingerprint(record)

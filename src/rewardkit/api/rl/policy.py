@@ -290,7 +290,7 @@ def _fresh_pairs(loop: Any, n_pairs: int = 100) -> PreferenceDataset | None:
     transitions = rollout(loop.env_id, max(2 * loop.fragment_length * 20, 1000), n_envs=loop.n_envs,
                           policy=loop.agent, seed=loop.seed + 99_999)
     try:
-        pairs = Fragmenter(seed=loop.seed + 1)(transitions, loop.fragment_length, n_pairs)
+        pairs = Fragmenter(seed=loop.seed + 1, absorbing=loop.absorbing)(transitions, loop.fragment_length, n_pairs)
     except ConfigError:
         return None
     return SyntheticGatherer(seed=loop.seed)(*pairs)
