@@ -55,10 +55,11 @@ class StateActionConfig:
         use_next_obs: Also take the next observation: R(s, a, s').
         hidden_sizes: Widths of the hidden layers.
         activation: One of :data:`ACTIVATIONS`.
-        zero_after_termination: The model was fitted to fragments padded with zero-reward
-            absorbing steps after a termination (:class:`~rewardkit.rl.preferences.Fragmenter`
-            with ``absorbing=True``), so R = 0 is what ending an episode is worth and the
-            reward's level carries meaning: PPO's reward normalisation then only scales it
+        zero_after_termination: The model was fitted where ending an episode is worth 0:
+            preferences between fragments padded with zero-reward absorbing steps after a
+            termination (:class:`~rewardkit.rl.preferences.Fragmenter` with ``absorbing=True``),
+            or MSE on the true rewards of roll-outs that terminate. Its level then carries
+            meaning, and PPO's reward normalisation only scales it
             (:class:`~rewardkit.rl.wrapper.LearnedRewardVecEnvWrapper`), never shifts it.
     """
 

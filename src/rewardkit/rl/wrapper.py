@@ -49,7 +49,8 @@ class LearnedRewardVecEnvWrapper(VecEnvWrapper):
             ``StateActionRewardModel``'s ``score``. If it (or the object it is a method of)
             has a ``config`` with ``obs_dim``/``action_kind``/``action_dim``, the spaces are
             checked against it (:func:`check_reward_spaces`).
-        normalize_reward: Standardise the learned reward by running mean and variance.
+        normalize_reward: Standardise the learned reward by running mean and variance (only
+            scale it, by the running root mean square, when its config has ``zero_after_termination``).
         epsilon: Added to the variance before the square root.
 
     Attributes:
