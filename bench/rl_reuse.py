@@ -141,11 +141,13 @@ def task_env_id(family: TaskFamily, task: Task) -> str:
     (``evaluate_true_return``, ``random_return``) is the task's.
 
     Returns:
-        ``"rewardkit/<family>-<task index>-v0"``.
+        ``"rewardkit/<family>-<task parameters>-v0"``, e.g. ``"rewardkit/pendulum-goal-0.523599-v0"``:
+        named by the parameters, not the index, since families of other sizes number their
+        goals differently.
     """
     import gymnasium as gym
 
-    env_id = f"rewardkit/{family.name}-{task.index}-v0"
+    env_id = f"rewardkit/{family.name}-{'_'.join(f'{p:g}' for p in task.params)}-v0"
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=lambda **kw: task_reward_wrapper(gym.make(family.env_id, **kw), family, task))
     return env_id

@@ -96,6 +96,7 @@ def test_goal_environment_returns_the_goal_reward_and_one_task_scores_its_row() 
     goal = family.tasks("held-out")[0]
     env_id = task_env_id(family, goal)
     assert task_env_id(family, goal) == env_id  # registered once
+    assert task_env_id(PendulumGoal(n_tasks=6), PendulumGoal(n_tasks=6).task(goal.index)) != env_id  # another goal
     venv = make_env(env_id, n_envs=2, seed=3)
     obs = venv.reset()
     acts = np.array([[1.5], [-0.5]], dtype=np.float32)
