@@ -86,6 +86,7 @@ class Settings:
     rollout_steps: int = 4000
     fragment_length: int = 10
     source_pairs: int = 200
+    support_pairs: int = 160  # the held-out goals' labelled pairs; a budget K takes the first K
     test_pairs: int = 300
     hidden: tuple[int, ...] = (64, 64)
     pretrain_epochs: int = 10
@@ -98,8 +99,8 @@ class Settings:
 
 
 SMOKE = Settings(seeds=2, budgets=(5, 20), n_tasks=6, rollout_steps=1200, source_pairs=40, test_pairs=60,
-                 hidden=(32, 32), pretrain_epochs=2, adapt_steps=10, meta_steps=10, return_budgets=(20,),
-                 ppo_steps=1024, eval_episodes=2)
+                 support_pairs=20, hidden=(32, 32), pretrain_epochs=2, adapt_steps=10, meta_steps=10,
+                 return_budgets=(20,), ppo_steps=1024, eval_episodes=2)
 
 
 @dataclass
@@ -214,9 +215,8 @@ def run_seed(s: Settings, seed: int) -> SeedResult:
     rollouts = collect("Pendulum-v1", s.rollout_steps, n_envs=4, seed=1000 * seed)
     test_rollouts = collect("Pendulum-v1", s.rollout_steps // 2, n_envs=2, seed=1000 * seed + 500)
     frag = {"fragment_length": s.fragment_length}
-    support_size = max((*s.budgets, *(s.return_budgets if s.return_target is not None else ())))
     source = task_preferences(family, rollouts, train_tasks, num_pairs=s.source_pairs, seed=seed, **frag)
-    support = dict(task_preferences(family, rollouts, held_out, num_pairs=support_size, seed=seed + 77, **frag))
+    support = dict(task_preferences(family, rollouts, held_out, num_pairs=s.support_pairs, seed=seed + 77, **frag))
     test = dict(task_preferences(family, test_rollouts, held_out, num_pairs=s.test_pairs, seed=seed + 99, **frag))
 
     # pretraining, once per seed
@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="normalised return to reach on the first held-out goal (default 0.9; 0: no PPO)")
     parser.add_argument("--return-budgets", help="comma-separated budgets trained with PPO (default 10,20,40,80,160)")
     parser.add_argument("--ppo-steps", type=int, help="environment steps per PPO run (default 51200)")
+    parser.add_argument("--support-pairs", type=int, help="labelled pairs drawn per held-out goal, of which a "
+                        "budget K takes the first K, whatever the other budgets (default 160)")
     parser.add_argument("--json", type=Path, help="write the summary (with settings and wall time) to this file")
     args = parser.parse_args(argv)
     s = dataclasses.replace(SMOKE if args.smoke else Settings())
@@ -376,6 +378,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s.return_budgets = tuple(int(b) for b in args.return_budgets.split(","))
     if args.ppo_steps:
         s.ppo_steps = args.ppo_steps
+    if args.support_pairs:
+        s.support_pairs = args.support_pairs
+    largest = max((*s.budgets, *(s.return_budgets if s.return_target is not None else ())))
+    if largest > s.support_pairs:
+        parser.error(f"budget {largest} is above --support-pairs {s.support_pairs}: raise it or lower the budgets")
     torch.set_num_threads(1)
     start = time.perf_counter()
     results = [run_seed(s, seed) for seed in range(s.seeds)]

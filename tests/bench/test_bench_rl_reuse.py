@@ -57,10 +57,17 @@ def test_smoke_run_reports_every_approach(tmp_path, capsys) -> None:
     assert "wall time" in printed
 
 
-def test_accuracy_only_runs_no_ppo(capsys) -> None:
-    summary = main(["--smoke", "--seeds", "1", "--budgets", "5", "--return-target", "0"])
-    assert summary["return"] is None and list(summary["accuracy"]["scratch"]["score"]) == [5]
+def test_accuracy_only_runs_no_ppo_and_a_budget_does_not_depend_on_the_others(capsys) -> None:
+    alone = main(["--smoke", "--seeds", "1", "--budgets", "5", "--return-target", "0"])
+    assert alone["return"] is None and list(alone["accuracy"]["scratch"]["score"]) == [5]
     assert "norm@" not in capsys.readouterr().out
+    more = main(["--smoke", "--seeds", "1", "--budgets", "5,20", "--return-target", "0"])
+    for a in APPROACHES:  # the same first 5 pairs of each goal, whatever the largest budget
+        assert more["accuracy"][a]["score"][5] == alone["accuracy"][a]["score"][5]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--smoke", "--budgets", "5,40"])  # the smoke run draws 20 pairs per held-out goal
+    assert exit_info.value.code == 2
+    assert "budget 40 is above --support-pairs 20" in capsys.readouterr().err
 
 
 def test_normalised_returns_and_returns_to_target() -> None:
