@@ -2,7 +2,8 @@
 
 On the Pendulum goal family (:class:`rewardkit.rl.tasks.PendulumGoal`: hold the pole at a
 goal angle; the dynamics never change, only the reward), for each held-out goal and each
-budget K of labelled preference pairs of that goal, four approaches train a reward model and
+budget K of labelled preference pairs of that goal (the first K of a fixed pool of
+``--support-pairs``, so a budget's pairs do not depend on the other budgets), four approaches train a reward model and
 are scored by their preference accuracy on held-out pairs of the same goal (segments of
 other roll-outs, labelled by the perfect teacher):
 
