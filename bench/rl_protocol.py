@@ -308,13 +308,15 @@ def _fmt(score: tuple[float, float, float]) -> str:
     return "n/a" if math.isnan(m) else f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def print_tables(summary: dict[str, Any]) -> None:
-    """A table per task and a summary table (rich, through rewardkit's console, when it imports; else Markdown)."""
+def print_tables(summary: dict[str, Any], *, markdown: bool = False) -> None:
+    """A table per task and a summary table: rich (rewardkit's console), or Markdown (``markdown``, or no rich)."""
     try:
         from rich.table import Table
 
         from rewardkit.cli.render import console
     except ImportError:  # plain Markdown
+        Table = None
+    if markdown:
         Table = None
 
     def show(title: str, head: list[str], rows: list[list[str]]) -> None:
@@ -337,7 +339,8 @@ def print_tables(summary: dict[str, Any]) -> None:
         show(env_id, ["agent", "true return per seed", "normalised [95% CI]", "wall s"], rows)
         budgets += [n for n in cells if n.startswith("prefs@") and n not in budgets]
     columns = [*budgets, "zero", "shuffled"]
-    rows = [[env_id, *(_fmt(cells[n]["score"]) if n in cells else "-" for n in columns),
+    rows = [[env_id, *(f"{_fmt(cells[n]['score'])} n={len(cells[n]['returns'])}" if n in cells else "-"
+                       for n in columns),
              f"{sum(sum(c['seconds']) for c in cells.values()):.0f}"]
             for env_id, cells in summary["tasks"].items()]
     show("normalised score (R - R_random) / (R_true - R_random), true return", ["task", *columns, "wall s"], rows)
@@ -373,12 +376,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--records", type=Path, help="append each cell to this JSON-lines file as it is measured")
     parser.add_argument("--report", type=Path, nargs="+", metavar="RECORDS",
                         help="run nothing: the tables from these --records files")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for a README)")
     parser.add_argument("--json", type=Path, help="write the summary to this file")
     parser.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     args = parser.parse_args(argv)
     if args.report:
         summary = summarise(read_records(args.report))
-        print_tables(summary)
+        print_tables(summary, markdown=args.markdown)
         if args.json:
             args.json.write_text(json.dumps(summary, indent=1))
         return summary
@@ -426,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["settings"] = {**asdict(s), "steps": {e: s.steps_for(e) for e in s.envs},
                            "segment_length": {e: s.segment_for(e) for e in s.envs}}
     summary["wall_seconds"] = time.perf_counter() - start
-    print_tables(summary)
+    print_tables(summary, markdown=args.markdown)
     print(f"wall time {summary['wall_seconds']:.0f} s, {s.seeds} seed(s), torch threads {args.threads}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
