@@ -21,10 +21,12 @@ final policy, :func:`rewardkit.api.rl.evaluate_true_return_mean`, ``Monitor`` in
 Normalised score of a cell: (R - R_random) / (R_true - R_random), per seed with the means
 over seeds of R_true and R_random as the scale (one seed's R_true near R_random would make a
 paired ratio explode), mean over seeds with a 95% percentile bootstrap CI (seeds resampled).
-Both controls must score near 0 (|score| <= 0.25). A control above that means that the task
-leaks the answer through termination (e.g. CartPole ends when the pole falls, so any reward
-positive everywhere is a survival bonus) and is printed as such; one below it (a policy worse
-than random, e.g. a constant torque on Pendulum) is printed too, but is no leak. The issue's target
+Both controls must score near 0 (|score| <= 0.25). A control above that means the score does
+not isolate what the learned reward adds on that task, and is printed as such: either the task
+leaks the answer through termination (CartPole ends when the pole falls, so any reward positive
+everywhere is a survival bonus), or uniform random actions are an easy reference to beat
+(Reacher-v5 charges for large actions, so any calm policy scores well above R_random). One below
+it (a policy worse than random, e.g. a constant torque on Pendulum) is printed too, but is no leak. The issue's target
 (a score of at least 0.9 with 700 queries on at least three of CartPole-v1, Pendulum-v1,
 Reacher-v5, HalfCheetah-v5) is printed as met or NOT met.
 
@@ -348,8 +350,8 @@ def print_tables(summary: dict[str, Any], *, markdown: bool = False) -> None:
     print(f"target (>= {TARGET_SCORE} with {TARGET_QUERIES} queries on >= {TARGET_TASKS} of {len(TASKS)} tasks): "
           f"{'met' if summary['target_met'] else 'NOT met'} ({len(reached)} task(s): {', '.join(reached) or 'none'})")
     for leak in summary["leaks"]:
-        print(f"control not near 0: {leak} (score > {NEAR_ZERO}): the task leaks the answer "
-              "through termination")
+        print(f"control not near 0: {leak} (score > {NEAR_ZERO}): the score does not isolate the learned "
+              "reward here (a leak through termination, or a random reference that is easy to beat)")
     for name in summary["controls_below_random"]:
         print(f"control below random: {name} (score < -{NEAR_ZERO}): a policy worse than random, not a leak")
 
