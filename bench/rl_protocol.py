@@ -71,7 +71,7 @@ LOOP = LearnSettings()
 TASKS = ("CartPole-v1", "Pendulum-v1", "Reacher-v5", "HalfCheetah-v5")
 DEFAULT_STEPS = {"CartPole-v1": 50_000, "Pendulum-v1": 100_000, "Reacher-v5": 300_000, "HalfCheetah-v5": 300_000}
 TARGET_SCORE, TARGET_QUERIES, TARGET_TASKS = 0.9, 700, 3
-#: A control whose mean normalised score is further from 0 than this leaks the answer.
+#: A control whose mean normalised score is further from 0 than this is reported (a leak, or a weak reference).
 NEAR_ZERO = 0.25
 
 
@@ -244,6 +244,8 @@ def read_records(paths: list[Path]) -> dict[str, dict[str, Cell]]:
     """The cells written by ``--records`` runs, per task, in seed order (a later record of a cell wins)."""
     latest: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such records file (write one with --records)")
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue

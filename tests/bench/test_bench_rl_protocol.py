@@ -66,3 +66,5 @@ def test_records_of_parallel_runs_join_into_one_report(tmp_path, capsys) -> None
     bad.write_text('{"env": "CartPole-v1"}\n')
     with pytest.raises(SystemExit, match="bad.jsonl:1: not a protocol record"):
         main(["--report", str(bad)])
+    with pytest.raises(SystemExit, match="missing.jsonl: no such records file"):
+        main(["--report", str(tmp_path / "missing.jsonl")])
