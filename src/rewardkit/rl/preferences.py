@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,8 +332,8 @@ def _check_preferences(preferences: np.ndarray, fragments1: Segments, where: str
 
 
 def _concat(a: Segments, b: Segments) -> Segments:
-    arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)])
-              for name in ("obs", "acts", "next_obs", "rews", "absorbing")}
+    arrays = {f.name: np.concatenate([getattr(a, f.name), getattr(b, f.name)]) for f in fields(Segments)
+              if f.name != "env_id"}
     return Segments(**arrays, env_id=a.env_id or b.env_id)
 
 

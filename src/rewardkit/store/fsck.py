@@ -33,6 +33,7 @@ from typing import Any, Literal
 from rewardkit.errors import StoreError
 from rewardkit.store.commits import Commit, commit_id
 from rewardkit.store.gc import temp_files, used_objects
+from rewardkit.store.graph import closure
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import TMP_GRACE_S, ObjectStore
 from rewardkit.store.repository import CONFIG_FILE, OBJECTS_DIR, Repository
@@ -301,14 +302,8 @@ def _reachable(commits: dict[str, Commit], roots: Iterable[str]) -> set[str]:
     fsck walks its own in-memory copy rather than :meth:`Repository.walk`, which stops at
     the first missing parent: a damaged history is exactly what fsck must get through.
     """
-    seen: set[str] = set()
-    todo = [id for id in roots if id in commits]
-    while todo:
-        id = todo.pop()
-        if id not in seen:
-            seen.add(id)
-            todo.extend(p for p in [*commits[id].parents, *commits[id].base_commits()] if p in commits)
-    return seen
+    return closure((id for id in roots if id in commits),
+                   lambda id: (p for p in [*commits[id].parents, *commits[id].base_commits()] if p in commits))
 
 
 def _is_partial_clone(path: Path) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from rewardkit.errors import StoreError
 from rewardkit.store.atomic import TMP_PREFIX
 from rewardkit.store.commits import Commit
 from rewardkit.store.db import commits_table, reflog_table, refs_table, transaction
+from rewardkit.store.graph import closure
 from rewardkit.store.lock import FileLock, sigterm_raises
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import LOCK_FILE, TMP_GRACE_S, ObjectStore
@@ -188,15 +188,14 @@ def _expire_reflog(repo: Repository, cutoff: str) -> int:
 
 def _closure(objects: ObjectStore, ids: Iterable[str]) -> set[str]:
     """Return ``ids`` and everything they need to be read, transitively (unreadable ones skipped)."""
-    found: set[str] = set()
-    todo = list(ids)
-    while todo:
-        id = todo.pop()
-        if id not in found:
-            found.add(id)
-            with suppress(StoreError):
-                todo.extend(objects.dependencies(id))
-    return found
+
+    def edges(id: str) -> list[str]:
+        try:
+            return objects.dependencies(id)
+        except StoreError:
+            return []
+
+    return closure(ids, edges)
 
 
 def _fetched(repo: Repository, commits: list[Commit]) -> list[Commit]:
@@ -224,7 +223,6 @@ def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set
     Raises:
         StoreError: If ``intact`` is None and a manifest is missing or corrupt.
     """
-    used: set[str] = set()
     todo: list[str] = []
     for c in commits:
         todo.extend(c.object_ids())
@@ -238,14 +236,7 @@ def used_objects(objects: ObjectStore, commits: Iterable[Commit], *, intact: set
             raise StoreError(f"manifest {c.manifest_id} of commit {c.id}: {exc}") from exc
         todo.extend(e.id for e in manifest.tensors.values())
         todo.extend(manifest.files.values())
-    while todo:
-        id = todo.pop()
-        if id in used:
-            continue
-        used.add(id)
-        if intact is None or id in intact:
-            todo.extend(objects.dependencies(id))
-    return used
+    return closure(todo, lambda id: objects.dependencies(id) if intact is None or id in intact else ())
 
 
 def _remove_commits(repo: Repository, ids: list[str]) -> None:

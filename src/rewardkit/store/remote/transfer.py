@@ -32,6 +32,7 @@ from rewardkit.errors import RefMovedError, StoreError
 from rewardkit.store.atomic import TMP_PREFIX, fsync_dir
 from rewardkit.store.commits import Commit
 from rewardkit.store.gc import used_objects
+from rewardkit.store.graph import closure
 from rewardkit.store.manifest import Manifest
 from rewardkit.store.objects import ObjectStore, canonical_json
 from rewardkit.store.refs import HEADS, REMOTES, check_ref_name
@@ -183,17 +184,12 @@ def _reachable(commits: dict[str, Commit], ids: Iterable[str], *, lineage: bool)
     Raises:
         StoreError: If a commit on the way is not in ``commits`` (a damaged history: run fsck).
     """
-    seen: set[str] = set()
-    todo = list(ids)
-    while todo:
-        id = todo.pop()
-        if id in seen:
-            continue
+    def edges(id: str) -> list[str]:
         if id not in commits:
             raise StoreError(f"commit {id} is not in the repository (a damaged history: run rewardkit fsck)")
-        seen.add(id)
-        todo.extend([*commits[id].parents, *(commits[id].base_commits() if lineage else ())])
-    return seen
+        return [*commits[id].parents, *(commits[id].base_commits() if lineage else ())]
+
+    return closure(ids, edges)
 
 
 def fetch(
@@ -293,17 +289,12 @@ def _history(
 
 def _with_lineage(history: dict[str, Commit], ids: Sequence[str]) -> set[str]:
     """Return ``ids`` and the commits their tensors need (an adapter's base, transitively; not a transfer base)."""
-    out: set[str] = set()
-    todo = list(ids)
-    while todo:
-        id = todo.pop()
-        if id in out:
-            continue
+    def edges(id: str) -> list[str]:
         if id not in history:
             raise StoreError(f"cannot fetch the objects of commit {id}: it is not in the fetched history")
-        out.add(id)
-        todo.extend(filter(None, [history[id].adapter_base()]))
-    return out
+        return list(filter(None, [history[id].adapter_base()]))
+
+    return closure(ids, edges)
 
 
 def manifest_objects(store: ObjectStore, commits: Iterable[Commit]) -> list[str]:
